@@ -19,7 +19,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 __all__ = [
     "GpuInfo", "GpuList", "detect_gpus", "PROVIDER_ORDER", "PROVIDER_ALIASES", "available_providers",
-    "select_providers", "installed_onnxruntime_flavours", "install_problems", "cpu_budget",
+    "select_providers", "canonical_provider", "default_provider_options", "CPU_ONLY_PROVIDERS",
+    "installed_onnxruntime_flavours", "warn_install_problems", "install_problems", "cpu_budget",
 ]
 
 log = logging.getLogger("dfl_perf.devices")
@@ -48,6 +49,9 @@ ONNXRUNTIME_FLAVOURS = (
     "onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino",
     "onnxruntime-silicon", "onnxruntime-rocm", "onnxruntime-training", "ort-nightly", "ort-nightly-gpu",
 )
+
+#: providers that run on the CPU (Azure is a remote-call provider that the default wheel lists)
+CPU_ONLY_PROVIDERS = frozenset({"CPUExecutionProvider", "AzureExecutionProvider"})
 
 ProviderSpec = Tuple[str, Dict[str, str]]
 
@@ -261,7 +265,7 @@ def install_problems(gpus: Optional[Sequence[GpuInfo]] = None, providers: Option
             "Uninstall all of them and install exactly one (e.g. pip uninstall -y %s && pip install onnxruntime-gpu)"
             % (", ".join(flavours), " ".join(flavours))
         )
-    accelerated = providers - {"CPUExecutionProvider"}
+    accelerated = providers - CPU_ONLY_PROVIDERS
     if gpus and providers and not accelerated:
         problems.append(
             "NVML sees %d NVIDIA GPU(s) (%s) but this onnxruntime has only the CPU provider: install "
