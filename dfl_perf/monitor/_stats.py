@@ -1,0 +1,90 @@
+"""Bounded sample rings and percentiles (numpy's default linear method, in pure Python)."""
+
+from __future__ import annotations
+
+import math
+import threading
+from array import array
+from typing import Dict, List, Optional, Sequence
+
+QUANTILES = (50.0, 95.0, 99.0)
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100) of an ascending, non-empty sequence.
+
+    Same definition as ``numpy.percentile(values, q)`` (method "linear"): the value at virtual
+    index ``(n - 1) * q / 100``, interpolated between its two neighbours.
+    """
+    n = len(sorted_values)
+    if n == 0:
+        raise ValueError("percentile of an empty sequence")
+    if not 0.0 <= q <= 100.0:
+        raise ValueError("percentile q must be within 0..100, got %r" % (q,))
+    position = (n - 1) * (q / 100.0)
+    below = int(math.floor(position))
+    above = min(below + 1, n - 1)
+    fraction = position - below
+    low = sorted_values[below]
+    high = sorted_values[above]
+    if fraction >= 0.5:  # interpolate from the nearer end, as numpy does, for the same rounding
+        return high - (high - low) * (1.0 - fraction)
+    return low + (high - low) * fraction
+
+
+def describe(values: Sequence[float]) -> Dict[str, Optional[float]]:
+    """``{"count", "mean", "p50", "p95", "p99", "max"}`` of the values; None for each when empty."""
+    n = len(values)
+    if n == 0:
+        return {"count": 0, "mean": None, "p50": None, "p95": None, "p99": None, "max": None}
+    ordered = sorted(values)
+    stats: Dict[str, Optional[float]] = {"count": n, "mean": math.fsum(ordered) / n}
+    for q in QUANTILES:
+        stats["p%d" % q] = percentile(ordered, q)
+    stats["max"] = ordered[-1]
+    return stats
+
+
+class SampleRing:
+    """A fixed-size ring of float samples with a lifetime count and sum; thread-safe.
+
+    ``add`` writes into a preallocated ``array('d')`` under a lock: nothing grows per call.
+    """
+
+    __slots__ = ("values", "capacity", "count", "total", "lock")
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError("ring capacity must be >= 1, got %r" % (capacity,))
+        self.values = array("d", bytes(8 * capacity))
+        self.capacity = capacity
+        self.count = 0
+        self.total = 0.0
+        self.lock = threading.Lock()
+
+    def add(self, value: float) -> None:
+        with self.lock:
+            self.values[self.count % self.capacity] = value
+            self.count += 1
+            self.total += value
+
+    def clear(self) -> None:
+        with self.lock:
+            self.count = 0
+            self.total = 0.0
+
+    def last(self, n: int) -> List[float]:
+        """The newest ``min(n, kept)`` samples, oldest first. Call with ``lock`` held."""
+        kept = min(n, self.count, self.capacity)
+        if kept <= 0:
+            return []
+        end = self.count % self.capacity
+        start = end - kept
+        if start >= 0:
+            return self.values[start:end].tolist()
+        return self.values[start:].tolist() + self.values[:end].tolist()
+
+    def snapshot(self) -> List[float]:
+        """All kept samples, oldest first (takes the lock)."""
+        with self.lock:
+            return self.last(self.capacity)
