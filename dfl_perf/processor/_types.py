@@ -1,0 +1,203 @@
+"""Value types of the processor: frame status, per-frame result, submit ticket, stage description."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any, Callable, List, Optional, Sequence
+
+__all__ = ["FrameStatus", "FrameResult", "Ticket", "Stage", "ProcessorClosed"]
+
+
+class ProcessorClosed(RuntimeError):
+    """Raised by ``submit()`` once the processor is closed (or stopped by a failure)."""
+
+
+class FrameStatus(str, Enum):
+    """What happened to a frame. The values are plain strings, handy for JSON and logs."""
+
+    DONE = "done"  # every stage ran; ``output`` holds the last stage's return value
+    DROPPED = "dropped"  # discarded by the drop policy, by close(drain=False), or unread in a full output
+    LATE = "late"  # older than the deadline when a worker would have started it
+    ERROR = "error"  # a stage raised; ``error`` and ``traceback`` say what and where
+
+
+_DONE, _DROPPED, _LATE, _ERROR = FrameStatus.DONE, FrameStatus.DROPPED, FrameStatus.LATE, FrameStatus.ERROR
+
+
+class FrameResult:
+    """The outcome of one submitted frame.
+
+    Attributes: ``id`` (the submit ticket's id), ``output`` (the last stage's return value when DONE,
+    else None), ``meta`` (what was passed to submit), ``status`` (a FrameStatus), ``queued``,
+    ``started``, ``finished`` (``time.perf_counter()`` when submitted, when the first stage started it
+    or None if none did, and when its status was decided), ``stage`` (name of the stage that failed
+    or found it late), ``error`` and ``traceback`` (the exception and its formatted traceback, for
+    ERROR). Treat it as read-only.
+    """
+
+    __slots__ = (
+        "id",
+        "output",
+        "meta",
+        "status",
+        "queued",
+        "started",
+        "finished",
+        "stage",
+        "error",
+        "traceback",
+    )
+
+    def __init__(self, frame_id: int, item: Any, meta: Any, queued: float) -> None:
+        self.id = frame_id
+        self.output = item  # carries the frame between stages; the last stage's output at the end
+        self.meta = meta
+        self.status = _DONE
+        self.queued = queued
+        self.started: Optional[float] = None
+        self.finished: Optional[float] = None
+        self.stage: Optional[str] = None
+        self.error: Optional[BaseException] = None
+        self.traceback: Optional[str] = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the frame was processed by every stage."""
+        return self.status is _DONE
+
+    @property
+    def latency(self) -> Optional[float]:
+        """Seconds from submit to the decision on this frame (end-to-end latency for DONE frames)."""
+        return None if self.finished is None else self.finished - self.queued
+
+    def __repr__(self) -> str:
+        latency = self.latency
+        where = "" if self.stage is None else " stage=%r" % self.stage
+        error = "" if self.error is None else " error=%r" % self.error
+        return "FrameResult(id=%d status=%s latency=%s%s%s)" % (
+            self.id,
+            self.status.value,
+            "-" if latency is None else "%.2fms" % (latency * 1e3),
+            where,
+            error,
+        )
+
+
+class Ticket:
+    """What ``submit()`` returns: the frame ``id`` and whether the frame was ``accepted``.
+
+    ``bool(ticket)`` is ``ticket.accepted``, so ``if not proc.submit(frame): ...`` reacts to a refusal
+    at once. ``evicted`` is the id of an older queued frame that this submit pushed out
+    (``drop='oldest'``), else None. Every id, accepted or not, still gets exactly one FrameResult.
+    """
+
+    __slots__ = ("id", "accepted", "evicted")
+
+    def __init__(self, frame_id: int, accepted: bool = True, evicted: Optional[int] = None) -> None:
+        self.id = frame_id
+        self.accepted = accepted
+        self.evicted = evicted
+
+    def __bool__(self) -> bool:
+        return self.accepted
+
+    def __index__(self) -> int:
+        return self.id
+
+    def __int__(self) -> int:
+        return self.id
+
+    def __repr__(self) -> str:
+        extra = "" if self.evicted is None else " evicted=%d" % self.evicted
+        return "Ticket(id=%d accepted=%s%s)" % (self.id, self.accepted, extra)
+
+
+class Stage:
+    """One step of a Pipeline: ``fn(item) -> item`` run by ``workers`` threads.
+
+    ``init``: optional callable run once in each worker thread; its return value is per-thread
+    state (an IOBinding, a scratch buffer) and ``fn`` is then called as ``fn(item, state)``.
+    ``max_queue``: capacity of the queue feeding this stage (not the first stage: the Pipeline's
+    ``max_queue`` bounds the entry). None adapts it: a few frames for a slow stage, more for a cheap
+    one (so cheap stages move frames in batches). ``multithreaded``: True when ``fn`` can use several
+    intra-op threads of its own (an ONNX Runtime session on CPU); ``auto_configure`` may then give it
+    threads instead of workers.
+    """
+
+    __slots__ = ("fn", "workers", "name", "init", "max_queue", "multithreaded")
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        workers: int = 1,
+        name: Optional[str] = None,
+        init: Optional[Callable[[], Any]] = None,
+        max_queue: Optional[int] = None,
+        multithreaded: bool = False,
+    ) -> None:
+        if not callable(fn):
+            raise TypeError("Stage fn must be callable, got %r" % (fn,))
+        if init is not None and not callable(init):
+            raise TypeError("Stage init must be callable or None, got %r" % (init,))
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError("Stage workers must be an int >= 1, got %r" % (workers,))
+        if max_queue is not None and (not isinstance(max_queue, int) or max_queue < 1):
+            raise ValueError("Stage max_queue must be an int >= 1 or None, got %r" % (max_queue,))
+        self.fn = fn
+        self.workers = workers
+        self.name = name if name is not None else getattr(fn, "__name__", "stage")
+        self.init = init
+        self.max_queue = max_queue
+        self.multithreaded = bool(multithreaded)
+
+    def replace(self, **changes: Any) -> Stage:
+        """A copy with some fields changed, e.g. ``stage.replace(workers=3)``."""
+        fields = {name: getattr(self, name) for name in self.__slots__}
+        fields.update(changes)
+        return Stage(**fields)
+
+    def __repr__(self) -> str:
+        return "Stage(name=%r, workers=%d)" % (self.name, self.workers)
+
+
+_DROP_POLICIES = ("oldest", "newest", "block")
+_ON_ERROR = ("skip", "raise")
+
+
+def check_stages(stages: Sequence[Stage]) -> List[Stage]:
+    stages = list(stages)
+    if not stages:
+        raise ValueError("Pipeline needs at least one Stage")
+    for i, stage in enumerate(stages):
+        if not isinstance(stage, Stage):
+            raise TypeError("Pipeline stage %d must be a Stage, got %r" % (i, stage))
+    names = [s.name for s in stages]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(
+            "Pipeline stage names must be unique (they key stats and the monitor): %s" % duplicates
+        )
+    return stages
+
+
+def check_options(
+    drop: str,
+    max_queue: int,
+    deadline: Optional[float],
+    on_error: str,
+    on_result: Any,
+    max_output: Optional[int],
+) -> None:
+    if drop not in _DROP_POLICIES:
+        raise ValueError("drop must be one of %s, got %r" % (_DROP_POLICIES, drop))
+    if on_error not in _ON_ERROR:
+        raise ValueError("on_error must be one of %s, got %r" % (_ON_ERROR, on_error))
+    for label, value in (("max_queue", max_queue), ("max_output", max_output)):
+        if value is None and label == "max_output":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError("%s must be an int >= 1, got %r" % (label, value))
+    if deadline is not None and (isinstance(deadline, bool) or not deadline > 0):
+        raise ValueError("deadline must be None or seconds > 0, got %r" % (deadline,))
+    if on_result is not None and not callable(on_result):
+        raise TypeError("on_result must be callable or None, got %r" % (on_result,))
