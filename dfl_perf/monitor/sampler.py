@@ -100,6 +100,7 @@ class SystemSampler:
         self._history: Deque[Sample] = collections.deque(maxlen=int(history))
         self._listeners: List[Listener] = []
         self._lock = threading.Lock()
+        self._read_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._closed = False
@@ -116,10 +117,11 @@ class SystemSampler:
 
     def sample_once(self) -> Sample:
         """Take one sample now: store it in the history, tell the listeners, and return it."""
-        sample = self._read()
-        with self._lock:
-            self._history.append(sample)
-            listeners = list(self._listeners)
+        with self._read_lock:  # one reading at a time keeps the history in time order
+            sample = self._read()
+            with self._lock:
+                self._history.append(sample)
+                listeners = list(self._listeners)
         for listener in listeners:
             try:
                 listener(sample)
