@@ -277,6 +277,78 @@ def _assert_budget_or_nothing_idle(manager, pools, cache, budget):
     assert held <= budget or idle == 0, "held %d > budget %d with %d idle bytes left" % (held, budget, idle)
 
 
+def _tiny_model(floats: int) -> bytes:
+    """y = x + w with ``floats`` weights: a real ONNX model whose size grows with ``floats``."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.arange(floats, dtype=np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "w"], ["y"])], "tiny_%d" % floats,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [floats])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [floats])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+@pytest.fixture(scope="module")
+def tiny_models() -> List[bytes]:
+    pytest.importorskip("onnx")
+    return [_tiny_model(n) for n in (1000, 4000, 16000, 30000)]
+
+
+_cache_op = st.one_of(
+    st.tuples(st.just("get"), st.integers(0, 3), st.booleans()),
+    st.tuples(st.just("drop"), st.integers(0, 3), st.just(False)),
+    st.tuples(st.just("buffer"), st.integers(1, 40000), st.booleans()),
+    st.tuples(st.just("enforce"), st.just(0), st.just(False)),
+)
+
+
+@pytest.mark.timeout(120)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(budget=st.integers(0, 300000), ops=st.lists(_cache_op, max_size=25))
+def test_budget_holds_over_a_real_model_cache_and_held_sessions_stay(tiny_models, budget, ops):
+    from dfl_perf.sessions import ModelCache
+
+    pool = _real_buffer_pool()
+    with ModelCache(measure=False) as cache:
+        manager = MemoryManager(host_budget=budget)
+        manager.register(cache, name="models")
+        manager.register(pool, name="buffers")
+        assert [e["role"] for e in manager.summary()["entries"]] == ["pool", "cache"]
+        held: Dict[int, list] = {i: [] for i in range(len(tiny_models))}
+        for op, arg, keep in ops:
+            if op == "get":
+                session = cache.get(tiny_models[arg])
+                if keep:
+                    held[arg].append(session)
+                del session
+            elif op == "drop" and held[arg]:
+                held[arg].pop()
+            elif op == "buffer":
+                buf = pool.acquire((arg,), "uint8")
+                if not keep:
+                    pool.release(buf)
+            else:
+                manager.enforce()
+                held_bytes = manager.bytes_held("host")
+                idle = pool.bytes_free() + _idle_cache_bytes(cache, tiny_models, held)
+                assert held_bytes <= budget or idle == 0
+            for index, refs in held.items():  # never evicted from under its holder
+                assert not refs or tiny_models[index] in cache
+
+
+def _idle_cache_bytes(cache, models, held) -> int:
+    """Bytes of cached sessions nobody in the test holds (the cache counts 1.5x the model size)."""
+    from dfl_perf.sessions.measure import estimate_bytes
+
+    return sum(estimate_bytes(len(m)) for i, m in enumerate(models) if m in cache and not held[i])
+
+
 @pytest.mark.timeout(60)
 def test_concurrent_use_and_enforcement_keep_the_books(no_thread_leak):
     pool = _real_buffer_pool()
