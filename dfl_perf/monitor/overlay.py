@@ -39,10 +39,11 @@ def _hud_lines(stats: Mapping[str, Any]) -> List[str]:
     system = stats.get("system") or {}
     if system.get("process_rss") is not None:
         lines.append("RSS %.0f MB" % (system["process_rss"] / _MB))
-    for gpu in (system.get("gpus") or [])[:2]:
+    gpus = system.get("gpus") or []
+    for gpu in gpus[:2]:
         if gpu.get("memory_used") is not None and gpu.get("memory_total"):
-            lines.append("VRAM%d %.1f/%.1f GB" % (gpu["index"], gpu["memory_used"] / _GB,
-                                                  gpu["memory_total"] / _GB))
+            label = "VRAM%d" % gpu["index"] if len(gpus) > 1 else "VRAM"
+            lines.append("%s %.1f/%.1f GB" % (label, gpu["memory_used"] / _GB, gpu["memory_total"] / _GB))
     return lines
 
 
