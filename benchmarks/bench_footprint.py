@@ -1,0 +1,148 @@
+"""Peak memory of the reference workload: baseline vs optimized, per resolution (issue 11, part 2).
+
+SKELETON: the measuring harness is here; the workload itself (``run_workload``) is to be wired
+to ``dfl_perf.facepipe.workload`` by the lead. Until then the script says so and exits 2.
+
+Each (mode, resolution, repeat) runs in a fresh Python process, so one run's allocations never
+count in another's peak. The child imports the workload, reads its RSS (``rss_start``), runs the
+frames, and reports the process's high-water mark (``ru_maxrss``; ``peak_wset`` on Windows) and
+its RSS at the end. The table gives medians over the repeats and the optimized-vs-baseline change.
+
+    python benchmarks/bench_footprint.py                 # 640x480 and 1280x720, 1000 frames, 3 repeats
+    python benchmarks/bench_footprint.py --quick         # 100 frames, 1 repeat
+    python benchmarks/bench_footprint.py --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import median, print_header, write_json  # noqa: E402
+
+MODES = ("baseline", "optimized")
+RESOLUTIONS = ((640, 480), (1280, 720))
+MB = 1e6
+_CHILD_FLAG = "--child"
+
+
+def run_workload(mode: str, width: int, height: int, frames: int) -> Dict[str, Any]:
+    """Run the reference workload once in this process; return what it wants to report.
+
+    To be written by the lead on top of ``dfl_perf.facepipe.workload`` (baseline: DFL's way;
+    optimized: dfl_perf's sessions, pools, processor and MemoryManager).
+    """
+    raise NotImplementedError("the reference workload (dfl_perf/facepipe/workload.py) is not wired in yet")
+
+
+def _rss_bytes() -> Optional[int]:
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return int(psutil.Process().memory_info().rss)
+
+
+def _peak_rss_bytes() -> Optional[int]:
+    """This process's RSS high-water mark in bytes."""
+    try:
+        import resource
+    except ImportError:  # Windows: the working-set peak
+        try:
+            import psutil
+
+            return int(getattr(psutil.Process().memory_info(), "peak_wset", 0)) or None
+        except ImportError:
+            return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)  # bytes on macOS, KiB elsewhere
+
+
+def _child(mode: str, width: int, height: int, frames: int) -> int:
+    rss_start = _rss_bytes()
+    try:
+        report = run_workload(mode, width, height, frames)
+    except NotImplementedError as exc:
+        print(json.dumps({"error": "not_implemented", "message": str(exc)}))
+        return 2
+    print(json.dumps({"mode": mode, "width": width, "height": height, "frames": frames,
+                      "rss_start": rss_start, "peak_rss": _peak_rss_bytes(), "rss_end": _rss_bytes(),
+                      "workload": report}, default=str))
+    return 0
+
+
+def measure_once(mode: str, width: int, height: int, frames: int, timeout: float) -> Dict[str, Any]:
+    """One fresh process running the workload; returns the child's JSON report."""
+    cmd = [sys.executable, os.path.abspath(__file__), _CHILD_FLAG, mode, "%dx%d" % (width, height), str(frames)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    lines = proc.stdout.strip().splitlines()
+    try:
+        report = json.loads(lines[-1])
+    except (IndexError, ValueError):
+        raise RuntimeError("footprint child %s %dx%d failed (exit %d):\n%s" % (
+            mode, width, height, proc.returncode, proc.stderr[-3000:])) from None
+    if "error" in report:
+        raise NotImplementedError(report["message"])
+    return report
+
+
+def _parse_resolution(text: str) -> Tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError("resolution must look like 640x480, got %r" % text) from None
+    return width, height
+
+
+def table(rows: List[Dict[str, Any]]) -> List[str]:
+    lines = ["| resolution | frames | baseline peak RSS MB | optimized peak RSS MB | change |",
+             "|---|---:|---:|---:|---:|"]
+    for row in rows:
+        base, opt = row["baseline"]["peak_rss"], row["optimized"]["peak_rss"]
+        change = "%+.1f%%" % (100.0 * (opt - base) / base) if base and opt is not None else "-"
+        lines.append("| %dx%d | %d | %.1f | %.1f | %s |" % (row["width"], row["height"], row["frames"],
+                                                          base / MB, opt / MB, change))
+    return lines
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == _CHILD_FLAG:
+        width, height = _parse_resolution(argv[2])
+        return _child(argv[1], width, height, int(argv[3]))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="100 frames, 1 repeat")
+    parser.add_argument("--frames", type=int, help="frames per run (default 1000; 100 with --quick)")
+    parser.add_argument("--repeats", type=int, help="fresh processes per cell (default 3; 1 with --quick)")
+    parser.add_argument("--resolutions", nargs="+", type=_parse_resolution, default=list(RESOLUTIONS))
+    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per child process")
+    parser.add_argument("--json", metavar="PATH")
+    args = parser.parse_args(argv)
+    frames = args.frames or (100 if args.quick else 1000)
+    repeats = args.repeats or (1 if args.quick else 3)
+    info = print_header("footprint: peak RSS, baseline vs optimized")
+    rows = []
+    try:
+        for width, height in args.resolutions:
+            row: Dict[str, Any] = {"width": width, "height": height, "frames": frames}
+            for mode in MODES:  # interleaving per resolution keeps both modes under the same machine load
+                runs = [measure_once(mode, width, height, frames, args.timeout) for _ in range(repeats)]
+                row[mode] = {"peak_rss": median(r["peak_rss"] for r in runs),
+                             "rss_start": median(r["rss_start"] for r in runs), "runs": runs}
+            rows.append(row)
+    except NotImplementedError as exc:
+        print("not ready: %s" % exc)
+        return 2
+    print("\n".join(table(rows)))
+    write_json(args.json, {"machine": info, "frames": frames, "repeats": repeats, "rows": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
