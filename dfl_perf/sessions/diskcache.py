@@ -1,0 +1,465 @@
+"""On-disk cache of onnxruntime's optimized graphs, shared by every process of the user.
+
+Layout under ``dfl_perf.paths.user_cache_dir() / 'optimized'`` (created 0o700):
+
+- ``<key>.onnx``: the optimized graph onnxruntime saved (``optimized_model_filepath``);
+- ``<key>.json``: its sidecar: sha256 and size of the ``.onnx`` file, onnxruntime version,
+  providers; or ``{"cacheable": false, "reason": ...}`` when onnxruntime refused to save one;
+- ``<key>.lock``: held by the one process that is writing the entry (others build without saving);
+- ``sources/<hash of path>.json``: the sha256 of a source model, keyed by its size, mtime and inode,
+  so a later process does not hash a 500 MB model again.
+
+``<key>`` hashes the source model's content (with its external data files), the onnxruntime
+version, the providers and their options, the CPU (optimized graphs hold CPU-specific layouts)
+and the config fields that change the graph. Files are written to a temporary name and renamed;
+a file whose sha256 does not match its sidecar, or that onnxruntime cannot load, is rebuilt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import platform
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+from dfl_perf.sessions.config import ProviderEntry, SessionConfig
+
+__all__ = ["OptimizedModelCache", "optimized_cache_dir", "create_through_disk_cache", "CACHED_LOAD_LEVEL",
+           "cpu_fingerprint"]
+
+log = logging.getLogger("dfl_perf.sessions")
+
+FORMAT = 1
+#: Graph optimisation level used to load a cached optimized graph: the work is already done, and
+#: benchmarks/bench_sessions.py (disk-cache section) measures this as the fastest start.
+CACHED_LOAD_LEVEL = "disable"
+#: A lock older than this (seconds) is taken to belong to a crashed writer.
+LOCK_STALE_SECONDS = 900.0
+_CHUNK = 1 << 20
+_EXTERNAL_MARKER = b"\x0a\x08location"  # StringStringEntryProto(key="location"): external tensor data
+
+
+def optimized_cache_dir() -> Path:
+    """Where optimized graphs are kept (``DFL_PERF_CACHE_DIR`` overrides the root); not created here."""
+    from dfl_perf.paths import user_cache_dir
+
+    return user_cache_dir() / "optimized"
+
+
+_fingerprint: Optional[str] = None
+
+
+def cpu_fingerprint() -> str:
+    """Machine architecture, CPU model and vector-extension flags that decide onnxruntime's kernels."""
+    global _fingerprint
+    if _fingerprint is None:
+        parts = [platform.system(), platform.machine(), platform.processor()]
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+                text = handle.read(1 << 16)
+            for line in text.splitlines():
+                if line.startswith("model name"):
+                    parts.append(line.split(":", 1)[1].strip())
+                elif line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    parts.extend(sorted(f for f in flags if f.startswith(("avx", "amx", "fma", "f16c", "sse4"))))
+                    break
+        except OSError:
+            pass
+        _fingerprint = "|".join(parts)
+    return _fingerprint
+
+
+def _sha256_file(path: Path) -> Tuple[str, bool]:
+    """(sha256 of the file, whether it holds an external-data reference)."""
+    digest = hashlib.sha256()
+    external = False
+    tail = b""
+    with open(path, "rb") as handle:
+        while True:
+            chunk = handle.read(_CHUNK)
+            if not chunk:
+                break
+            digest.update(chunk)
+            if not external and _EXTERNAL_MARKER in tail + chunk:
+                external = True
+            tail = chunk[-(len(_EXTERNAL_MARKER) - 1):]
+    return digest.hexdigest(), external
+
+
+def _external_files(path: str) -> List[str]:
+    """Relative locations of the external data files a model file refers to."""
+    import onnx
+
+    model = onnx.load(path, load_external_data=False)
+    found = set()
+
+    def visit(graph) -> None:
+        tensors = list(graph.initializer) + [s.values for s in graph.sparse_initializer]
+        for node in graph.node:
+            for attr in node.attribute:
+                tensors.extend([attr.t] if attr.HasField("t") else [])
+                tensors.extend(attr.tensors)
+                for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                    visit(sub)
+        for tensor in tensors:
+            for entry in tensor.external_data:
+                if entry.key == "location":
+                    found.add(entry.value)
+
+    visit(model.graph)
+    return sorted(found)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, temp = tempfile.mkstemp(dir=str(path.parent), prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(temp, str(path))
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        import psutil
+
+        return bool(psutil.pid_exists(pid))
+    except ImportError:  # without psutil only the age of a lock tells that it is stale
+        return True
+
+
+class _Writer:
+    """The right to write one entry: a temp path for onnxruntime and ``commit``."""
+
+    def __init__(self, cache: OptimizedModelCache, key: str) -> None:
+        self.cache = cache
+        self.key = key
+        fd, name = tempfile.mkstemp(dir=str(cache.directory()), prefix=key + ".", suffix=".onnx.tmp")
+        os.close(fd)
+        self.temp_path = Path(name)
+
+    def commit(self, meta: Dict[str, Any]) -> Path:
+        """Hash the file onnxruntime wrote, rename it into place, then write the sidecar."""
+        if not self.temp_path.is_file() or self.temp_path.stat().st_size == 0:
+            raise OSError("onnxruntime wrote no optimized model to %s" % self.temp_path)
+        os.chmod(str(self.temp_path), 0o600)
+        sha, _ = _sha256_file(self.temp_path)
+        target = self.cache.model_path(self.key)
+        meta = dict(meta, format=FORMAT, cacheable=True, sha256=sha, size=self.temp_path.stat().st_size,
+                    file=target.name, created=time.time())
+        os.replace(str(self.temp_path), str(target))
+        _write_atomic(self.cache.meta_path(self.key), json.dumps(meta, indent=1, sort_keys=True).encode())
+        self.cache.remember_verified(target, sha)
+        return target
+
+    def mark_uncacheable(self, reason: str) -> None:
+        meta = {"format": FORMAT, "cacheable": False, "reason": reason, "created": time.time()}
+        _write_atomic(self.cache.meta_path(self.key), json.dumps(meta, sort_keys=True).encode())
+
+    def discard(self) -> None:
+        with contextlib.suppress(OSError):
+            self.temp_path.unlink()
+
+
+class OptimizedModelCache:
+    """The optimized-graph folder (see the module docstring); ``root`` defaults to ``optimized_cache_dir()``."""
+
+    def __init__(self, root: Optional[Path] = None) -> None:
+        self.root = Path(root) if root is not None else optimized_cache_dir()
+        self._verified: Dict[str, Tuple[int, int, str]] = {}
+        self._lock = threading.Lock()
+
+    def directory(self) -> Path:
+        from dfl_perf.paths import ensure_private_dir
+
+        return ensure_private_dir(self.root)
+
+    def model_path(self, key: str) -> Path:
+        return self.root / (key + ".onnx")
+
+    def meta_path(self, key: str) -> Path:
+        return self.root / (key + ".json")
+
+    # ------------------------------------------------------------------------------ keys
+
+    def source_digest(self, source) -> Tuple[Optional[str], bool]:
+        """(sha256 of the model and its external data files, whether it has external data).
+
+        The digest is None when the model cannot be cached.
+        """
+        if source.path is None:
+            if _EXTERNAL_MARKER in source.data:
+                return None, True  # external data relative to an unknown folder
+            return hashlib.sha256(source.data).hexdigest(), False
+        real = os.path.realpath(source.path)
+        stat = os.stat(real)
+        stamp = [stat.st_size, stat.st_mtime_ns, getattr(stat, "st_ctime_ns", 0), stat.st_ino]
+        memo = self.directory() / "sources" / (hashlib.sha256(real.encode("utf-8", "replace")).hexdigest()[:32]
+                                               + ".json")
+        try:
+            known = json.loads(memo.read_text())
+            if known.get("path") == real and known.get("stamp") == stamp and not known.get("external"):
+                return known["sha256"], False
+        except (OSError, ValueError, KeyError, AttributeError):
+            pass
+        sha, external = _sha256_file(Path(real))
+        if external:  # never memoised: the data files can change while the .onnx file does not
+            return self._with_external_data(real, sha), True
+        with contextlib.suppress(OSError):
+            memo.parent.mkdir(mode=0o700, exist_ok=True)
+            _write_atomic(memo, json.dumps({"path": real, "stamp": stamp, "sha256": sha}).encode())
+        return sha, False
+
+    @staticmethod
+    def _with_external_data(real: str, sha: str) -> Optional[str]:
+        try:
+            files = _external_files(real)
+        except Exception as exc:  # onnx missing or the file unreadable: do not cache it
+            log.info("not caching %s: cannot list its external data (%s)", real, exc)
+            return None
+        digest = hashlib.sha256(sha.encode())
+        for name in files:
+            data_sha, _ = _sha256_file(Path(os.path.dirname(real)) / name)
+            digest.update(("%s=%s;" % (name, data_sha)).encode())
+        return digest.hexdigest()
+
+    @staticmethod
+    def key(source_digest: str, config: SessionConfig, providers: List[ProviderEntry]) -> str:
+        """The entry name for a model digest built with ``config`` on ``providers``."""
+        import onnxruntime as ort
+
+        parts = {
+            "format": FORMAT, "source": source_digest, "onnxruntime": str(ort.__version__),
+            "providers": [[name, list(map(list, options))] for name, options in providers],
+            "cpu": cpu_fingerprint(), "level": config.graph_optimization,
+            "free_dimensions": list(map(list, config.free_dimensions)),
+            "entries": list(map(list, config.config_entries)),
+        }
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:40]
+
+    # ---------------------------------------------------------------------------- lookup
+
+    def read_meta(self, key: str) -> Optional[Dict[str, Any]]:
+        try:
+            meta = json.loads(self.meta_path(key).read_text())
+        except (OSError, ValueError):
+            return None
+        return meta if isinstance(meta, dict) and meta.get("format") == FORMAT else None
+
+    def remember_verified(self, path: Path, sha: str) -> None:
+        stat = path.stat()
+        with self._lock:
+            self._verified[str(path)] = (stat.st_size, stat.st_mtime_ns, sha)
+
+    def verified_file(self, key: str, meta: Dict[str, Any]) -> Optional[Path]:
+        """The entry's model file when its size and sha256 match the sidecar; None otherwise."""
+        path = self.model_path(key)
+        try:
+            stat = path.stat()
+        except OSError:
+            return None
+        if stat.st_size != meta.get("size"):
+            return None
+        with self._lock:
+            known = self._verified.get(str(path))
+        if known == (stat.st_size, stat.st_mtime_ns, meta.get("sha256")):
+            return path
+        sha, _ = _sha256_file(path)
+        if sha != meta.get("sha256"):
+            return None
+        self.remember_verified(path, sha)
+        return path
+
+    # ---------------------------------------------------------------------------- writing
+
+    def _lock_path(self, key: str) -> Path:
+        return self.root / (key + ".lock")
+
+    def _try_lock(self, key: str) -> bool:
+        path = self._lock_path(key)
+        for _ in range(2):
+            try:
+                fd = os.open(str(path), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+            except FileExistsError:
+                if not self._lock_is_stale(path):
+                    return False
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                continue
+            with os.fdopen(fd, "w") as handle:
+                handle.write("%d %s %f" % (os.getpid(), platform.node(), time.time()))
+            return True
+        return False
+
+    @staticmethod
+    def _lock_is_stale(path: Path) -> bool:
+        try:
+            pid_text, host, started = path.read_text().split()
+            age = time.time() - float(started)
+        except (OSError, ValueError):
+            try:  # being written right now, or garbage: judge by the file's age
+                return time.time() - path.stat().st_mtime > LOCK_STALE_SECONDS
+            except OSError:
+                return True
+        if age > LOCK_STALE_SECONDS:
+            return True
+        return host == platform.node() and not _pid_alive(int(pid_text))
+
+    @contextlib.contextmanager
+    def writing(self, key: str) -> Iterator[Optional[_Writer]]:
+        """Yield a ``_Writer`` holding the entry's lock, or None when another process holds it."""
+        self.directory()
+        if not self._try_lock(key):
+            yield None
+            return
+        writer = None
+        try:
+            writer = _Writer(self, key)
+            yield writer
+        finally:
+            if writer is not None:
+                writer.discard()
+            with contextlib.suppress(OSError):
+                self._lock_path(key).unlink()
+
+    def invalidate(self, key: str) -> None:
+        """Remove an entry (under its lock when free); a missing entry is fine."""
+        if not self._try_lock(key):
+            return
+        try:
+            for path in (self.meta_path(key), self.model_path(key)):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+        finally:
+            with contextlib.suppress(OSError):
+                self._lock_path(key).unlink()
+
+
+_caches: Dict[str, OptimizedModelCache] = {}
+_caches_lock = threading.Lock()
+
+
+def _cache_for_root(root: Path) -> OptimizedModelCache:
+    with _caches_lock:
+        cache = _caches.get(str(root))
+        if cache is None:
+            cache = _caches[str(root)] = OptimizedModelCache(root)
+        return cache
+
+
+def create_through_disk_cache(source, config: SessionConfig, providers: List[ProviderEntry]):
+    """(session, outcome) through the disk cache; session None tells the caller to build it plainly."""
+    cache = _cache_for_root(optimized_cache_dir())
+    try:
+        digest, external = cache.source_digest(source)
+    except OSError as exc:
+        log.warning("optimized-model cache unavailable for %s: %s", source.label, exc)
+        return None, "failed"
+    if digest is None:
+        return None, "uncacheable"
+    key = cache.key(digest, config, providers)
+    meta = cache.read_meta(key)
+    if meta is not None and not meta.get("cacheable", True):
+        return None, "uncacheable"
+    hit = _load_cached(cache, key, meta, source, config, providers)
+    if hit is not None:
+        return hit, "hit"
+    result: List[Any] = [None, "failed"]
+    try:
+        with cache.writing(key) as writer:
+            if writer is None:
+                return None, "busy"
+            hit = _load_cached(cache, key, cache.read_meta(key), source, config, providers)
+            if hit is not None:  # written by another process while we looked
+                return hit, "hit"
+            _build_and_store(writer, digest, source, config, providers, result, external)
+    except OSError as exc:
+        log.warning("could not write the optimized-model cache in %s: %s", cache.root, exc)
+        if result[1] == "stored":
+            result[1] = "failed"
+    return result[0], result[1]
+
+
+def _build_and_store(writer: _Writer, digest: str, source, config: SessionConfig,
+                     providers: List[ProviderEntry], result: List[Any], external: bool) -> None:
+    """Build the session saving its optimized graph; fill ``result`` = [session, outcome] as it goes."""
+    from dfl_perf.sessions.create import _is_model_problem, _new_session, _wrap, ort_message
+
+    if external:
+        source = _inlined(source)
+        if source is None:
+            result[1] = "uncacheable"
+            return
+    so, _ = config.to_session_options()
+    so.optimized_model_filepath = str(writer.temp_path)
+    try:
+        result[0] = _new_session(source, source.ort_input(), so, providers)
+    except Exception as exc:
+        if _is_model_problem(str(exc)):
+            raise _wrap(exc, source, [n for n, _ in providers]) from None
+        result[0] = _retry_unsaved(source, config, providers)
+        if result[0] is None:
+            return  # the provider itself fails: the caller's fallback chain handles it
+        log.info("onnxruntime cannot save an optimized model of %s with %s: %s", source.label,
+                 providers[0][0], ort_message(exc))
+        result[1] = "uncacheable"
+        writer.mark_uncacheable(ort_message(exc))
+        return
+    result[1] = "stored"
+    writer.commit({"providers": [n for n, _ in providers], "source_sha256": digest, "source": source.path})
+
+
+def _inlined(source):
+    """The model with its external data read in, as bytes: onnxruntime then saves a self-contained
+    optimized file. None when that is impossible (no onnx module, over protobuf's 2 GB)."""
+    from dfl_perf.sessions.create import ModelSource
+
+    try:
+        import onnx
+
+        return ModelSource(source.path, onnx.load(source.path).SerializeToString())
+    except Exception as exc:
+        log.info("not caching %s: cannot inline its external data (%s)", source.label, exc)
+        return None
+
+
+def _retry_unsaved(source, config: SessionConfig, providers: List[ProviderEntry]):
+    from dfl_perf.sessions.create import _new_session
+
+    try:
+        return _new_session(source, source.ort_input(), config.to_session_options()[0], providers)
+    except Exception:
+        return None
+
+
+def _load_cached(cache: OptimizedModelCache, key: str, meta: Optional[Dict[str, Any]], source,
+                 config: SessionConfig, providers: List[ProviderEntry]):
+    from dfl_perf.sessions.create import _new_session, ort_message
+
+    if meta is None or not meta.get("cacheable", True):
+        return None
+    path = cache.verified_file(key, meta)
+    if path is None:
+        log.warning("optimized-model cache entry %s for %s is corrupt (sha256 mismatch); rebuilding it",
+                    cache.model_path(key), source.label)
+        cache.invalidate(key)
+        return None
+    so, _ = config.replace(graph_optimization=CACHED_LOAD_LEVEL).to_session_options()
+    try:
+        return _new_session(source, str(path), so, providers)
+    except Exception as exc:
+        log.warning("cached optimized model %s for %s does not load (%s); rebuilding it", path, source.label,
+                    ort_message(exc))
+        cache.invalidate(key)
+        return None

@@ -1,0 +1,50 @@
+"""Run a session once or more on zero inputs so its first real frame is not the slow one."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Dict, List, Mapping, Optional
+
+import numpy as np
+
+__all__ = ["warmup_session", "zero_inputs", "ONNX_TYPE_TO_NUMPY"]
+
+ONNX_TYPE_TO_NUMPY: Dict[str, Any] = {
+    "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+    "tensor(int8)": np.int8, "tensor(int16)": np.int16, "tensor(int32)": np.int32, "tensor(int64)": np.int64,
+    "tensor(uint8)": np.uint8, "tensor(uint16)": np.uint16, "tensor(uint32)": np.uint32,
+    "tensor(uint64)": np.uint64, "tensor(bool)": np.bool_, "tensor(string)": np.object_,
+}
+
+
+def zero_inputs(session: Any, dims: Optional[Mapping[str, int]] = None) -> Dict[str, np.ndarray]:
+    """Zero arrays for every input of ``session``: declared sizes, symbolic dimensions from ``dims``
+    (name -> size) or 1, unknown dimensions 1. Raises ValueError for a type it cannot build."""
+    dims = dict(dims or {})
+    feeds = {}
+    for arg in session.get_inputs():
+        dtype = ONNX_TYPE_TO_NUMPY.get(arg.type)
+        if dtype is None:
+            raise ValueError("cannot build a warm-up value for input %r of type %s" % (arg.name, arg.type))
+        shape = []
+        for dim in arg.shape or []:
+            if isinstance(dim, int) and dim >= 0:
+                shape.append(dim)
+            else:
+                shape.append(int(dims.get(dim, 1)) if isinstance(dim, str) else 1)
+        array = np.zeros(shape, dtype=dtype)
+        if dtype is np.object_:
+            array[...] = ""
+        feeds[arg.name] = array
+    return feeds
+
+
+def warmup_session(session: Any, runs: int = 1, dims: Optional[Mapping[str, int]] = None) -> List[float]:
+    """Run ``session`` ``runs`` times on ``zero_inputs``; return the seconds of each run."""
+    feeds = zero_inputs(session, dims)
+    seconds = []
+    for _ in range(max(0, runs)):
+        started = time.perf_counter()
+        session.run(None, feeds)
+        seconds.append(time.perf_counter() - started)
+    return seconds

@@ -1,0 +1,428 @@
+"""dfl_perf.sessions: SessionConfig, create_session (typed errors, provider fallback) and the disk cache."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import platform
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from dfl_perf.sessions import (  # noqa: E402
+    InvalidModelError,
+    ModelLoadError,
+    ModelNotFoundError,
+    ProviderError,
+    SessionConfig,
+    UnsupportedModelError,
+    create_session,
+    create_session_with_info,
+    optimized_cache_dir,
+    zero_inputs,
+)
+from dfl_perf.sessions.diskcache import OptimizedModelCache  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def tiny_model(opset: int = 13, bias: float = 1.0, pad: int = 0, dims=("N", 4)):
+    """y = relu(x) + bias, float32 input ``dims``; ``pad`` floats of unused weights make the file bigger."""
+    inits = [numpy_helper.from_array(np.full((4,), bias, np.float32), "b")]
+    if pad:
+        inits.append(numpy_helper.from_array(np.arange(pad, dtype=np.float32), "pad"))
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Add", ["r", "b"], ["y"])]
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(dims))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(dims))], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return model
+
+
+def conv_model(channels: int = 8, seed: int = 0):
+    """A small conv net: enough nodes for onnxruntime's optimizer to change the graph."""
+    rng = np.random.RandomState(seed)
+    inits, nodes, x = [], [], "x"
+    for i, (cin, cout) in enumerate(((3, channels), (channels, channels), (channels, 3))):
+        inits.append(numpy_helper.from_array(rng.randn(cout, cin, 3, 3).astype(np.float32) * 0.2, "w%d" % i))
+        inits.append(numpy_helper.from_array(rng.randn(cout).astype(np.float32) * 0.1, "b%d" % i))
+        nodes.append(helper.make_node("Conv", [x, "w%d" % i, "b%d" % i], ["c%d" % i], pads=[1, 1, 1, 1]))
+        nodes.append(helper.make_node("Relu", ["c%d" % i], ["h%d" % i]))
+        x = "h%d" % i
+    graph = helper.make_graph(nodes, "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
+                              [helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, 3, 32, 32])], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
+
+
+def save(model, path: Path) -> Path:
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture
+def ok_path(tmp_path) -> Path:
+    return save(tiny_model(), tmp_path / "ok.onnx")
+
+
+# ---------------------------------------------------------------------------------------- config
+
+def test_config_is_frozen_hashable_picklable():
+    config = SessionConfig.tuned(threads=2, providers="cpu")
+    assert config.providers == (("CPUExecutionProvider", ()),)
+    assert hash(config) == hash(SessionConfig.tuned(threads=2, providers=["CPUExecutionProvider"]))
+    assert pickle.loads(pickle.dumps(config)) == config
+    with pytest.raises(Exception):
+        config.intra_op_threads = 3
+    other = config.replace(intra_op_threads=3)
+    assert other.intra_op_threads == 3 and config.intra_op_threads == 2
+    assert SessionConfig(providers=[("CPUExecutionProvider", {"a": True})]).providers == (
+        ("CPUExecutionProvider", (("a", "1"),)),)
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="graph_optimization"):
+        SessionConfig(graph_optimization="fast")
+    with pytest.raises(ValueError, match="intra_op_threads"):
+        SessionConfig(intra_op_threads=-1)
+    with pytest.raises(ValueError, match="execution_mode"):
+        SessionConfig(execution_mode="wild")
+    assert SessionConfig(graph_optimization=ort.GraphOptimizationLevel.ORT_ENABLE_BASIC).graph_optimization == "basic"
+    assert SessionConfig(graph_optimization=99).graph_optimization == "all"
+
+
+@pytest.mark.parametrize("provider, device_id, options, mem_pattern", [
+    ("CPUExecutionProvider", 0, (), None),
+    ("cuda", 1, (("device_id", "1"),), None),
+    ("DmlExecutionProvider", 2, (("device_id", "2"),), False),
+])
+def test_dfl_default_matches_inference_session_with_device(provider, device_id, options, mem_pattern):
+    config = SessionConfig.dfl_default(provider, device_id)
+    assert len(config.providers) == 1 and config.providers[0][1] == options
+    assert config.enable_mem_pattern is mem_pattern
+    so, providers = config.to_session_options()
+    default = ort.SessionOptions()
+    assert so.log_severity_level == 4 and so.log_verbosity_level == -1
+    assert providers == [(config.providers[0][0], dict(options))]
+    assert so.enable_mem_pattern == (default.enable_mem_pattern if mem_pattern is None else mem_pattern)
+    for name in ("intra_op_num_threads", "inter_op_num_threads", "graph_optimization_level", "execution_mode",
+                 "enable_cpu_mem_arena"):
+        assert getattr(so, name) == getattr(default, name), name
+
+
+def test_to_session_options_applies_every_field():
+    config = SessionConfig(intra_op_threads=2, inter_op_threads=1, intra_op_spinning=False, inter_op_spinning=True,
+                           graph_optimization="basic", execution_mode="parallel", enable_mem_pattern=False,
+                           enable_cpu_mem_arena=False, log_severity_level=3, free_dimensions={"N": 2},
+                           config_entries={"session.disable_prepacking": "1"}, providers="cpu")
+    so, providers = config.to_session_options()
+    assert (so.intra_op_num_threads, so.inter_op_num_threads) == (2, 1)
+    assert so.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    assert so.execution_mode == ort.ExecutionMode.ORT_PARALLEL
+    assert not so.enable_mem_pattern and not so.enable_cpu_mem_arena
+    if hasattr(so, "get_session_config_entry"):
+        assert so.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+        assert so.get_session_config_entry("session.inter_op.allow_spinning") == "1"
+        assert so.get_session_config_entry("session.disable_prepacking") == "1"
+    assert providers == [("CPUExecutionProvider", {})]
+
+
+@pytest.mark.parametrize("budget, costs, expected", [
+    (2, None, [1, 1, 1]),
+    (8, None, [2, 2, 2]),
+    (2, [4, 3, 20], [1, 1, 2]),
+    (2, [4, 4, 4], [1, 1, 1]),
+    (8, [1, 1, 6], [1, 1, 6]),
+    (16, [1, 1, 2], [4, 4, 8]),
+])
+def test_for_pipeline_splits_the_cpu_budget(monkeypatch, budget, costs, expected):
+    import dfl_perf.devices
+
+    monkeypatch.setattr(dfl_perf.devices, "cpu_budget", lambda: budget)
+    configs = SessionConfig.for_pipeline(sessions=3, costs=costs, providers="cpu")
+    assert [c.intra_op_threads for c in configs] == expected
+    assert all(c.intra_op_spinning is False and c.inter_op_spinning is False for c in configs)
+    assert all(c.providers == (("CPUExecutionProvider", ()),) for c in configs)
+
+
+def test_for_pipeline_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="costs has 2 entries for 3 sessions"):
+        SessionConfig.for_pipeline(3, costs=[1, 2])
+    with pytest.raises(ValueError, match="sessions"):
+        SessionConfig.for_pipeline(0)
+
+
+def test_with_provider_options_merges_and_checks():
+    config = SessionConfig(providers=[("CUDAExecutionProvider", {"device_id": "0"}), "cpu"])
+    tuned = config.with_provider_options("cuda", gpu_mem_limit=1 << 30, enable_cuda_graph=True)
+    assert dict(tuned.providers[0][1]) == {"device_id": "0", "gpu_mem_limit": str(1 << 30), "enable_cuda_graph": "1"}
+    with pytest.raises(ValueError, match="does not use TensorrtExecutionProvider"):
+        config.with_provider_options("trt", trt_fp16_enable=True)
+
+
+# ----------------------------------------------------------------------------------- create_session
+
+def test_create_session_from_path_bytes_and_proto(ok_path):
+    x = np.array([[-1, 0, 1, 2]], np.float32)
+    for model in (ok_path, str(ok_path), ok_path.read_bytes(), tiny_model()):
+        session = create_session(model, SessionConfig.tuned(threads=1))
+        np.testing.assert_allclose(session.run(None, {"x": x})[0], [[1, 1, 2, 3]])
+
+
+@pytest.mark.parametrize("case, error, words", [
+    ("missing", ModelNotFoundError, "not found"),
+    ("directory", ModelNotFoundError, "directory"),
+    ("empty", InvalidModelError, "empty"),
+    ("truncated", InvalidModelError, "truncated"),
+    ("not_onnx", InvalidModelError, "not a valid ONNX model"),
+    ("opset99", UnsupportedModelError, "opset 99"),
+])
+def test_create_session_errors_are_typed_and_name_the_file(tmp_path, case, error, words):
+    path = tmp_path / ("%s.onnx" % case)
+    if case == "directory":
+        path.mkdir()
+    elif case == "empty":
+        path.write_bytes(b"")
+    elif case == "truncated":
+        data = tiny_model(pad=256).SerializeToString()
+        path.write_bytes(data[: len(data) // 2])
+    elif case == "not_onnx":
+        path.write_bytes(b"PK\x03\x04 this is a zip file, not a model" * 8)
+    elif case == "opset99":
+        save(tiny_model(opset=99), path)
+    with pytest.raises(error) as info:
+        create_session(path, SessionConfig.tuned(threads=1))
+    assert isinstance(info.value, ModelLoadError)
+    assert info.value.path == str(path)
+    assert str(path) in str(info.value) and words in str(info.value)
+    assert "onnxruntime_src" not in str(info.value) and "[ONNXRuntimeError]" not in str(info.value)
+    assert pickle.loads(pickle.dumps(info.value)).path == str(path)
+
+
+def test_in_memory_errors_say_so():
+    with pytest.raises(InvalidModelError, match="empty"):
+        create_session(b"")
+    with pytest.raises(UnsupportedModelError, match="in-memory model") as info:
+        create_session(tiny_model(opset=99).SerializeToString())
+    assert info.value.path is None
+    with pytest.raises(TypeError, match="path, bytes or onnx.ModelProto"):
+        create_session(42)
+
+
+def test_unavailable_provider_falls_back_with_a_warning(ok_path, caplog):
+    config = SessionConfig(providers=["cuda", "cpu"])
+    with caplog.at_level(logging.WARNING, logger="dfl_perf.sessions"):
+        info = create_session_with_info(ok_path, config)
+    assert info.providers == ["CPUExecutionProvider"]
+    assert any("CUDAExecutionProvider is not available" in r.getMessage() for r in caplog.records)
+    assert info.fallbacks and str(ok_path) in info.fallbacks[0]
+
+
+def test_unavailable_provider_raises_when_strict(ok_path):
+    with pytest.raises(ProviderError, match="CUDAExecutionProvider is not available") as info:
+        create_session(ok_path, SessionConfig(providers=["cuda", "cpu"], strict=True))
+    assert info.value.path == str(ok_path)
+    with pytest.raises(ProviderError, match="no usable execution provider"):
+        create_session(ok_path, SessionConfig(providers=["cuda"]))
+
+
+def test_zero_inputs_use_declared_and_given_dims():
+    session = create_session(tiny_model(dims=("batch", 4)), SessionConfig.tuned(threads=1))
+    assert zero_inputs(session)["x"].shape == (1, 4)
+    assert zero_inputs(session, {"batch": 3})["x"].shape == (3, 4)
+
+
+# ------------------------------------------------------------------------------------- disk cache
+
+def _entries(root: Path):
+    return sorted(p.name for p in root.iterdir() if p.is_file())
+
+
+@pytest.mark.timeout(60)
+def test_disk_cache_stores_then_hits_with_identical_outputs(cache_dir, tmp_path):
+    path = save(conv_model(), tmp_path / "conv.onnx")
+    config = SessionConfig.tuned(threads=1, providers="cpu").replace(disk_cache=True)
+    first = create_session_with_info(path, config)
+    second = create_session_with_info(path, config)
+    assert (first.disk_cache, second.disk_cache) == ("stored", "hit")
+    root = optimized_cache_dir()
+    assert root == cache_dir / "optimized"
+    assert stat.S_IMODE(root.stat().st_mode) == 0o700
+    names = _entries(root)
+    assert len([n for n in names if n.endswith(".onnx")]) == 1 and len([n for n in names if n.endswith(".json")]) == 1
+    assert not [n for n in names if n.endswith((".tmp", ".lock"))]
+    x = np.random.RandomState(1).rand(1, 3, 32, 32).astype(np.float32)
+    cold = create_session(path, config.replace(disk_cache=False))
+    np.testing.assert_allclose(second.session.run(None, {"x": x})[0], cold.run(None, {"x": x})[0], rtol=1e-5,
+                               atol=1e-6)
+    # another thread count shares the entry; another optimisation level does not
+    assert create_session_with_info(path, config.replace(intra_op_threads=2)).disk_cache == "hit"
+    assert create_session_with_info(path, config.replace(graph_optimization="basic")).disk_cache == "stored"
+
+
+@pytest.mark.timeout(60)
+def test_disk_cache_off_by_default(cache_dir, ok_path):
+    assert create_session_with_info(ok_path, SessionConfig.tuned(threads=1)).disk_cache == "off"
+    assert not (cache_dir / "optimized").exists()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("damage", ["flip_byte", "truncate", "sidecar_garbage", "missing_model"])
+def test_corrupt_cache_entry_is_detected_and_rebuilt(cache_dir, tmp_path, caplog, damage):
+    path = save(conv_model(), tmp_path / "conv.onnx")
+    config = SessionConfig.tuned(threads=1, providers="cpu").replace(disk_cache=True)
+    assert create_session_with_info(path, config).disk_cache == "stored"
+    root = optimized_cache_dir()
+    model_file = next(root.glob("*.onnx"))
+    sidecar = model_file.with_suffix(".json")
+    data = bytearray(model_file.read_bytes())
+    if damage == "flip_byte":
+        data[len(data) // 2] ^= 0xFF
+        model_file.write_bytes(bytes(data))
+    elif damage == "truncate":
+        model_file.write_bytes(bytes(data[:100]))
+    elif damage == "sidecar_garbage":
+        sidecar.write_text("{not json")
+    else:
+        model_file.unlink()
+    with caplog.at_level(logging.WARNING, logger="dfl_perf.sessions"):
+        info = create_session_with_info(path, config)
+    assert info.disk_cache == "stored"
+    meta = json.loads(sidecar.read_text())
+    assert OptimizedModelCache(root).verified_file(model_file.stem, meta) == model_file
+    assert create_session_with_info(path, config).disk_cache == "hit"
+
+
+_RACE_SCRIPT = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, sys.argv[1])
+    from dfl_perf.sessions import SessionConfig, create_session_with_info
+    start = float(sys.argv[3])
+    while time.time() < start:
+        time.sleep(0.001)
+    info = create_session_with_info(sys.argv[2], SessionConfig.tuned(threads=1, providers="cpu").replace(
+        disk_cache=True))
+    import numpy as np
+    out = info.session.run(None, {"x": np.ones((1, 3, 32, 32), np.float32)})[0]
+    print(info.disk_cache, float(out.sum()))
+""")
+
+
+@pytest.mark.timeout(120)
+def test_two_processes_racing_on_the_disk_cache(cache_dir, tmp_path):
+    path = save(conv_model(channels=16), tmp_path / "conv.onnx")
+    script = tmp_path / "race.py"
+    script.write_text(_RACE_SCRIPT)
+    start = "%f" % (time.time() + 3.0)  # both are imported and waiting by then
+    env = dict(os.environ, DFL_PERF_CACHE_DIR=str(cache_dir))
+    procs = [subprocess.Popen([sys.executable, str(script), str(REPO), str(path), start], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+             for _ in range(2)]
+    results = [p.communicate(timeout=100) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err for _, err in results]
+    outcomes = [out.split()[0] for out, _ in results]
+    print("race outcomes", outcomes)
+    sums = {round(float(out.split()[1]), 3) for out, _ in results}
+    assert len(sums) == 1
+    assert "stored" in outcomes or "hit" in outcomes, outcomes
+    root = optimized_cache_dir()
+    models = list(root.glob("*.onnx"))
+    assert len(models) == 1 and not list(root.glob("*.tmp")) and not list(root.glob("*.lock"))
+    meta = json.loads(models[0].with_suffix(".json").read_text())
+    assert OptimizedModelCache(root).verified_file(models[0].stem, meta) == models[0]
+    assert create_session_with_info(path, SessionConfig.tuned(threads=1, providers="cpu").replace(
+        disk_cache=True)).disk_cache == "hit"
+
+
+def test_fresh_process_loads_the_cached_file(cache_dir, tmp_path):
+    path = save(conv_model(), tmp_path / "conv.onnx")
+    script = tmp_path / "one.py"
+    script.write_text(_RACE_SCRIPT)
+    env = dict(os.environ, DFL_PERF_CACHE_DIR=str(cache_dir))
+    outcomes = []
+    for _ in range(2):
+        out = subprocess.run([sys.executable, str(script), str(REPO), str(path), "0"], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=100)
+        assert out.returncode == 0, out.stderr
+        outcomes.append(out.stdout.split()[0])
+    assert outcomes == ["stored", "hit"]
+
+
+def test_a_busy_lock_builds_without_saving_and_a_stale_one_is_taken(cache_dir, tmp_path):
+    path = save(conv_model(), tmp_path / "conv.onnx")
+    config = SessionConfig.tuned(threads=1, providers="cpu").replace(disk_cache=True)
+    cache = OptimizedModelCache()
+    from dfl_perf.sessions.create import resolve_model
+
+    key = cache.key(cache.source_digest(resolve_model(path))[0], config, list(config.providers))
+    lock = cache.directory() / (key + ".lock")
+    lock.write_text("%d %s %f" % (os.getpid(), platform.node(), time.time()))
+    assert create_session_with_info(path, config).disk_cache == "busy"
+    assert not list(cache.root.glob("*.onnx"))
+    lock.write_text("999999999 %s 0" % platform.node())  # a dead writer, long ago
+    assert create_session_with_info(path, config).disk_cache == "stored"
+    assert not lock.exists()
+
+
+def test_uncacheable_entry_is_remembered(cache_dir, tmp_path):
+    path = save(conv_model(), tmp_path / "conv.onnx")
+    config = SessionConfig.tuned(threads=1, providers="cpu").replace(disk_cache=True)
+    cache = OptimizedModelCache()
+    from dfl_perf.sessions.create import resolve_model
+
+    key = cache.key(cache.source_digest(resolve_model(path))[0], config, list(config.providers))
+    with cache.writing(key) as writer:
+        writer.mark_uncacheable("onnxruntime refused to save it")
+    info = create_session_with_info(path, config)
+    assert info.disk_cache == "uncacheable" and info.session is not None
+
+
+def test_external_data_model_is_keyed_by_its_data(cache_dir, tmp_path):
+    model = conv_model(channels=64)
+    path = tmp_path / "ext" / "model.onnx"
+    path.parent.mkdir()
+    onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location="weights.bin",
+              size_threshold=0)
+    config = SessionConfig.tuned(threads=1, providers="cpu").replace(disk_cache=True)
+    x = np.ones((1, 3, 32, 32), np.float32)
+    first = create_session_with_info(path, config)
+    assert first.disk_cache == "stored"
+    expected = first.session.run(None, {"x": x})[0]
+    hit = create_session_with_info(path, config)
+    assert hit.disk_cache == "hit"
+    np.testing.assert_allclose(hit.session.run(None, {"x": x})[0], expected, rtol=1e-5)
+    # new weights in the external file, same .onnx file: a different entry, not the stale graph
+    onnx.save(conv_model(channels=64, seed=5), str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="weights.bin", size_threshold=0)
+    changed = create_session_with_info(path, config)
+    assert changed.disk_cache == "stored"
+    assert not np.allclose(changed.session.run(None, {"x": x})[0], expected)
+
+
+def test_bytes_and_proto_models_use_the_disk_cache(cache_dir):
+    config = SessionConfig.tuned(threads=1, providers="cpu").replace(disk_cache=True)
+    model = conv_model()
+    assert create_session_with_info(model, config).disk_cache == "stored"
+    assert create_session_with_info(model.SerializeToString(), config).disk_cache == "hit"
+
+
+def test_model_errors_are_raised_through_the_disk_cache(cache_dir, tmp_path):
+    path = save(tiny_model(opset=99), tmp_path / "op99.onnx")
+    with pytest.raises(UnsupportedModelError):
+        create_session(path, SessionConfig.tuned(threads=1).replace(disk_cache=True))
+    assert not list(optimized_cache_dir().glob("*.onnx"))
+    assert not list(optimized_cache_dir().glob("*.tmp"))
