@@ -112,7 +112,7 @@ class MemoryManager:
         """Take a pool or cache (or its name) off the budget; its memory is not touched."""
         with self._lock:
             for name, entry in list(self._entries.items()):
-                if name == obj_or_name or entry.obj is obj_or_name:
+                if entry.obj is obj_or_name or (isinstance(obj_or_name, str) and name == obj_or_name):
                     del self._entries[name]
                     return
         raise KeyError("not registered: %r" % (obj_or_name,))
