@@ -134,11 +134,15 @@ def test_fps_slides_with_the_window_and_falls_to_zero_on_a_stall():
     assert monitor.fps() == 0.0
 
 
-def test_fps_beyond_the_frame_log_capacity():
+@pytest.mark.parametrize("frames", [8191, 8192, 8193, 12000, 20000])
+def test_fps_around_and_beyond_the_frame_log_capacity(frames):
     clock = FakeClock()
     monitor = PerformanceMonitor(window=10.0, clock=clock)
-    run_frames(monitor, clock, 20000, 0.0005)  # 2000 fps for 10 s: more frames than the log keeps
-    assert monitor.fps() == pytest.approx(2000.0, rel=1e-3)
+    run_frames(monitor, clock, frames, 0.0009765625)  # 1024 fps; the frame log keeps 8192 frames
+    assert monitor.fps() == pytest.approx(1024.0, rel=1e-3)
+    clock.advance(9.0)
+    expected = min(frames, 1024)  # the last second of frames is still inside the 10 s window
+    assert monitor.fps() == pytest.approx(expected / min(10.0, frames / 1024.0 + 9.0), rel=1e-3)
 
 
 # -- counters, stages, marks ---------------------------------------------------------------
@@ -163,6 +167,8 @@ def test_counters_and_stage_context_manager():
     assert summary["latency"]["p95"] is None and summary["fps"] == 0.0
     assert summary["system"] is None
     assert monitor.stage_names() == ["swap"]
+    light = monitor.summary(stages=False)
+    assert light["stages"] == {} and light["dropped"] == 4
 
 
 def test_summary_is_plain_json_ready_data():

@@ -54,13 +54,21 @@ class _FrameLog:
         self.failed = 0
         self.origin: Optional[float] = None  # when the first frame began: the start of FPS time
 
-    def ordered_times(self) -> List[float]:
+    def count_since(self, threshold: float) -> Tuple[int, float]:
+        """(frames completed after ``threshold``, completion time of the oldest kept frame).
+
+        The kept times are two ascending runs of the ring (``[end:]`` then ``[:end]`` once it has
+        wrapped), so two binary searches count them without copying.
+        """
         count = self.latencies.count
-        kept = min(count, self.capacity)
-        end = count % self.capacity
-        if kept < self.capacity:
-            return self.times[:end].tolist()
-        return self.times[end:].tolist() + self.times[:end].tolist()
+        if count == 0:
+            return 0, 0.0
+        times, end = self.times, count % self.capacity
+        if count < self.capacity:
+            return end - bisect.bisect_right(times, threshold, 0, end), times[0]
+        newer = end - bisect.bisect_right(times, threshold, 0, end)
+        older = self.capacity - bisect.bisect_right(times, threshold, end, self.capacity)
+        return newer + older, times[end]
 
 
 class PerformanceMonitor:
@@ -110,7 +118,7 @@ class PerformanceMonitor:
         self._closed = False
         self._owns_sampler = False
         self.sampler = sampler
-        if sampler is None and sample_system is not False and sample_system is not None:
+        if sampler is None and sample_system:
             from .sampler import SystemSampler
 
             every = 1.0 if sample_system is True else float(sample_system)
@@ -216,11 +224,10 @@ class PerformanceMonitor:
         frames = self._frames
         if frames.origin is None:
             return 0.0
-        times = frames.ordered_times()
+        inside, oldest = frames.count_since(now - self.window)
         span = min(self.window, now - frames.origin)
-        inside = len(times) - bisect.bisect_right(times, now - self.window)
         if inside == frames.capacity and frames.latencies.count > frames.capacity:
-            span = min(span, now - times[0])  # every kept frame is inside: the window outgrew the log
+            span = min(span, now - oldest)  # every kept frame is inside: the window outgrew the log
         if span <= 0:
             return 0.0
         return inside / span
@@ -230,8 +237,11 @@ class PerformanceMonitor:
         with self._stages_lock:
             return list(self._stages)
 
-    def summary(self) -> Dict[str, Any]:
-        """A plain dict of everything measured (layout in the package docstring); seconds as floats."""
+    def summary(self, stages: bool = True) -> Dict[str, Any]:
+        """A plain dict of everything measured (layout in the package docstring); seconds as floats.
+
+        ``stages=False`` leaves out the per-stage statistics (``"stages": {}``), for a cheap HUD.
+        """
         frames = self._frames
         with frames.lock:
             now = self._clock()
@@ -257,7 +267,7 @@ class PerformanceMonitor:
             "late": counters[1],
             "failed": counters[2],
             "latency": latency,
-            "stages": self._stage_stats(),
+            "stages": self._stage_stats() if stages else {},
             "marks": self.marks(),
             "system": self.sampler.latest() if self.sampler is not None else None,
         }

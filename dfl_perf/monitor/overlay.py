@@ -60,7 +60,7 @@ def draw_overlay(
     (its ``summary()`` is read) or a summary dict. ``scale``: font scale (default from frame height).
     """
     _check_frame(frame)
-    stats = monitor if isinstance(monitor, Mapping) else monitor.summary()
+    stats = monitor if isinstance(monitor, Mapping) else monitor.summary(stages=False)
     lines = _hud_lines(stats)
     height, width = frame.shape[:2]
     if scale is None:
