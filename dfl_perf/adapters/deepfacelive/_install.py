@@ -1,0 +1,181 @@
+"""``install`` / ``uninstall``: put dfl_perf into a DeepFaceLive process (and, optionally, its children)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+from dfl_perf.adapters.deepfacelive._hooks import ImportHook, Patcher, remove_hooks
+from dfl_perf.adapters.deepfacelive.config import CONFIG_ENV, DFLConfig, config_from_env
+
+__all__ = ["install", "uninstall", "is_installed", "installed_config", "session_records", "activate_from_env",
+           "SITE_DIR", "FACTORY_NAME"]
+
+log = logging.getLogger("dfl_perf.adapters.deepfacelive")
+
+FACTORY_NAME = "InferenceSession_with_device"
+ORT_PACKAGE = "xlib.onnxruntime"
+ORT_SUBMODULE = "xlib.onnxruntime.InferenceSession"
+DFM_MODULE = "modelhub.DFLive.DFMModel"
+BACKEND_MODULE = "apps.DeepFaceLive.backend.BackendBase"
+
+#: folder holding the ``sitecustomize.py`` that activates the adapter in spawned workers
+SITE_DIR = str(Path(__file__).resolve().parent / "_site")
+
+_lock = threading.RLock()
+_state: Optional[_Installed] = None
+
+
+class _Installed:
+    """Everything one ``install()`` changed, so that ``uninstall()`` can put it back."""
+
+    def __init__(self, config: DFLConfig) -> None:
+        from dfl_perf.adapters.deepfacelive.factory import make_session_factory
+
+        self.config = config
+        self.factory = make_session_factory(config)
+        self.original_factory: Optional[Callable[..., Any]] = None
+        self.patcher = Patcher()
+        self.hook: Optional[ImportHook] = None
+        self.environ: Dict[str, Optional[str]] = {}
+
+    def set_env(self, name: str, value: Optional[str]) -> None:
+        if name not in self.environ:
+            self.environ[name] = os.environ.get(name)
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+    def restore_env(self) -> None:
+        for name, value in self.environ.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        self.environ.clear()
+
+
+# ----------------------------------------------------------------------------------------- patches
+
+def _patch_ort(state: _Installed, package: Any) -> None:
+    """Swap the factory on ``xlib.onnxruntime``, its submodule, and every module that imported it."""
+    current = getattr(package, FACTORY_NAME, None)
+    if current is None:
+        log.warning("dfl_perf: %s has no %s; session factory not patched", ORT_PACKAGE, FACTORY_NAME)
+        return
+    original = getattr(current, "dfl_perf_original", current)
+    state.original_factory = original
+    state.factory.dfl_perf_original = original  # type: ignore[attr-defined]
+    state.patcher.replace(package, FACTORY_NAME, state.factory)
+    for module in list(sys.modules.values()):
+        if module is None or module is package:
+            continue
+        if getattr(module, "__dict__", {}).get(FACTORY_NAME) is original:
+            state.patcher.replace(module, FACTORY_NAME, state.factory)
+
+
+def _patch_dfm(state: _Installed, module: Any) -> None:
+    if state.config.fast_dfm:
+        from dfl_perf.adapters.deepfacelive.dfm import patch_dfm_class
+
+        patch_dfm_class(module, state.patcher)
+
+
+def _patch_backend(state: _Installed, module: Any) -> None:
+    if state.config.meter:
+        from dfl_perf.adapters.deepfacelive.meter import patch_backend_module
+
+        patch_backend_module(module, state.patcher, state.config)
+
+
+def _targets(state: _Installed) -> Dict[str, Callable[[Any], None]]:
+    return {
+        ORT_PACKAGE: lambda module: _patch_ort(state, module),
+        DFM_MODULE: lambda module: _patch_dfm(state, module),
+        BACKEND_MODULE: lambda module: _patch_backend(state, module),
+    }
+
+
+# ----------------------------------------------------------------------------------------- public
+
+def install(config: Optional[DFLConfig] = None, propagate: bool = True) -> DFLConfig:
+    """Patch DeepFaceLive in this process: now for modules already imported, at import for the rest.
+
+    ``propagate`` also hands the settings to child processes (environment variable
+    ``DFL_PERF_DFL_CONFIG`` plus a ``sitecustomize`` on ``PYTHONPATH``), so DFL's spawned workers
+    are patched too. Safe without DFL (nothing to patch until its modules appear); calling it
+    again replaces the previous installation. Returns the settings in force.
+    """
+    global _state
+    config = config or DFLConfig()
+    with _lock:
+        uninstall()
+        state = _Installed(config)
+        if config.cuda_cache_maxsize is not None and not os.environ.get("CUDA_CACHE_MAXSIZE"):
+            state.set_env("CUDA_CACHE_MAXSIZE", str(int(config.cuda_cache_maxsize)))
+        targets = _targets(state)
+        state.hook = ImportHook(targets, lazy=[n for n in config.lazy_imports if n not in sys.modules])
+        sys.meta_path.insert(0, state.hook)
+        for name, patch in targets.items():
+            module = sys.modules.get(name)
+            if module is not None:
+                patch(module)
+        if propagate:
+            state.set_env(CONFIG_ENV, config.to_json())
+            state.set_env("PYTHONPATH", _prepend_path(SITE_DIR, os.environ.get("PYTHONPATH")))
+        _state = state
+    return config
+
+
+def uninstall() -> bool:
+    """Undo ``install()``: original factory, methods and environment back; True if something was installed."""
+    global _state
+    with _lock:
+        state, _state = _state, None
+        if state is None:
+            return False
+        remove_hooks([state.hook])
+        state.patcher.restore()
+        if state.original_factory is not None:
+            for module in list(sys.modules.values()):
+                if module is not None and getattr(module, "__dict__", {}).get(FACTORY_NAME) is state.factory:
+                    setattr(module, FACTORY_NAME, state.original_factory)
+        state.restore_env()
+        state.factory.dfl_perf_state.clear()  # type: ignore[attr-defined]
+        return True
+
+
+def is_installed() -> bool:
+    """True while an ``install()`` is in force in this process."""
+    return _state is not None
+
+
+def installed_config() -> Optional[DFLConfig]:
+    """The settings of the current installation, or None."""
+    state = _state
+    return state.config if state is not None else None
+
+
+def session_records() -> List[Any]:
+    """What the patched factory built in this process (``SessionRecord`` list), newest last."""
+    state = _state
+    return list(state.factory.dfl_perf_state.records) if state is not None else []  # type: ignore[attr-defined]
+
+
+def activate_from_env() -> bool:
+    """Install from ``DFL_PERF_DFL_CONFIG`` when the launcher set it (used by the shipped sitecustomize)."""
+    config = config_from_env()
+    if config is None:
+        return False
+    install(config, propagate=False)
+    return True
+
+
+def _prepend_path(entry: str, current: Optional[str]) -> str:
+    parts = [p for p in (current or "").split(os.pathsep) if p and p != entry]
+    return os.pathsep.join([entry] + parts)

@@ -1,0 +1,113 @@
+"""What the DeepFaceLive adapter changes, as one picklable, JSON-serialisable settings object.
+
+The launcher hands the settings to every spawned DFL worker through the environment variable
+``DFL_PERF_DFL_CONFIG`` (JSON), so the main process and its children use the same values.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Dict, Optional, Tuple
+
+__all__ = ["DFLConfig", "CONFIG_ENV", "config_from_env"]
+
+#: environment variable carrying the JSON settings to spawned worker processes
+CONFIG_ENV = "DFL_PERF_DFL_CONFIG"
+
+#: DFL modules that run a model at the same time in the default live pipeline
+#: (FaceDetector, FaceMarker, FaceSwapDFM), each in its own process
+DEFAULT_MODEL_PROCESSES = 3
+
+
+@dataclass
+class DFLConfig:
+    """Settings of the DeepFaceLive adapter (all optional; the defaults are the tuned ones).
+
+    - ``model_processes``: DFL worker processes running a model at once; the CPU budget is split
+      between them. ``intra_op_threads`` overrides the resulting per-session thread count.
+    - ``allow_spinning``: keep onnxruntime's busy-waiting intra-op threads (off: they starve the
+      other DFL processes).
+    - ``cpu_fallback``: when the CUDA/DirectML provider cannot load, build a CPU session with a
+      warning instead of raising (DFL's behaviour kills the module).
+    - ``cudnn_conv_algo_search``: CUDA convolution search (``HEURISTIC`` avoids the slow first run).
+    - ``tensorrt``: put TensorRT (with its engine cache) before CUDA when it is installed.
+    - ``optimized_model_cache``: save and reuse onnxruntime's optimized graph on disk.
+    - ``cache_dir``: disk cache folder (default: dfl_perf's user cache dir).
+    - ``cache_sessions``: reuse a session within a process for the same model and device.
+    - ``cuda_cache_maxsize``: value for the real ``CUDA_CACHE_MAXSIZE`` (None: leave it alone).
+    - ``fast_dfm``: replace ``DFMModel.convert`` with the pooled-buffer path.
+    - ``meter``: replace DFL's per-module timing with dfl_perf's monitor; ``meter_dir`` also
+      writes each process's numbers there for ``collect_meter``.
+    - ``lazy_imports``: modules imported lazily in launched processes, so workers that never run
+      a model never load them.
+    """
+
+    model_processes: int = DEFAULT_MODEL_PROCESSES
+    intra_op_threads: Optional[int] = None
+    allow_spinning: bool = False
+    cpu_fallback: bool = True
+    cudnn_conv_algo_search: str = "HEURISTIC"
+    tensorrt: bool = False
+    optimized_model_cache: bool = True
+    cache_dir: Optional[str] = None
+    cache_sessions: bool = True
+    cuda_cache_maxsize: Optional[int] = 2147483647
+    fast_dfm: bool = True
+    meter: bool = True
+    meter_dir: Optional[str] = None
+    meter_interval_s: float = 2.0
+    lazy_imports: Tuple[str, ...] = field(default_factory=lambda: ("onnxruntime", "onnx"))
+
+    def __post_init__(self) -> None:
+        self.lazy_imports = tuple(self.lazy_imports)
+        if int(self.model_processes) < 1:
+            raise ValueError("DFLConfig.model_processes must be >= 1, got %r" % (self.model_processes,))
+        if self.intra_op_threads is not None and int(self.intra_op_threads) < 1:
+            raise ValueError("DFLConfig.intra_op_threads must be >= 1 or None, got %r" % (self.intra_op_threads,))
+        if self.cudnn_conv_algo_search not in ("EXHAUSTIVE", "HEURISTIC", "DEFAULT"):
+            raise ValueError("DFLConfig.cudnn_conv_algo_search must be EXHAUSTIVE, HEURISTIC or DEFAULT, got %r"
+                             % (self.cudnn_conv_algo_search,))
+
+    def threads_per_session(self) -> int:
+        """Intra-op threads for one session: the explicit value, else the CPU budget split over the model processes."""
+        if self.intra_op_threads is not None:
+            return int(self.intra_op_threads)
+        from dfl_perf.devices import cpu_budget
+
+        return max(1, cpu_budget() // int(self.model_processes))
+
+    def to_json(self) -> str:
+        """The settings as a JSON object string."""
+        data = asdict(self)
+        data["lazy_imports"] = list(self.lazy_imports)
+        return json.dumps(data, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> DFLConfig:
+        """Settings from ``to_json`` output; unknown keys raise ValueError naming them."""
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise ValueError("dfl_perf DFL config is not valid JSON: %s" % exc) from None
+        if not isinstance(data, dict):
+            raise ValueError("dfl_perf DFL config must be a JSON object, got %s" % type(data).__name__)
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> DFLConfig:
+        """Settings from a dict; unknown keys raise ValueError naming them."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError("unknown dfl_perf DFL config keys %s; known: %s" % (unknown, sorted(known)))
+        return cls(**data)
+
+
+def config_from_env(environ: Optional[Dict[str, str]] = None) -> Optional[DFLConfig]:
+    """The settings the launcher put in ``DFL_PERF_DFL_CONFIG``, or None when it is not set."""
+    text = (os.environ if environ is None else environ).get(CONFIG_ENV)
+    if not text:
+        return None
+    return DFLConfig.from_json(text)

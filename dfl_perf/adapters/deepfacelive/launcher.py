@@ -1,0 +1,131 @@
+"""Zero-edit launch of DeepFaceLive with dfl_perf, and the ``dfl-perf dfl`` command.
+
+``dfl_main(["PATH/TO/DFL/main.py", "run", "DeepFaceLive", "--userdata-dir", DIR])``:
+
+1. writes the settings to ``DFL_PERF_DFL_CONFIG`` and puts the adapter's ``_site`` folder (a
+   ``sitecustomize.py``) first on ``PYTHONPATH``. Every process multiprocessing spawns inherits
+   both, and Python imports ``sitecustomize`` at start-up (the ``site`` module's documented hook),
+   so each DFL worker installs the import hook before it unpickles its worker class;
+2. installs the same hook in this process;
+3. runs DFL's ``main.py`` as ``__main__`` with DFL's arguments, with its folder first on
+   ``sys.path``, as ``python main.py ...`` would.
+
+Spawned children re-run DFL's ``main.py`` as ``__mp_main__``, not this launcher, which is why the
+hand-over goes through the environment. Without ``main.py`` the command runs ``meter`` instead:
+``dfl_main(["meter", DIR, "--format", "prometheus"])`` prints one view of all modules' numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import runpy
+import sys
+from typing import List, Optional
+
+from dfl_perf.adapters.deepfacelive._install import install, uninstall
+from dfl_perf.adapters.deepfacelive.config import DFLConfig
+
+__all__ = ["dfl_main", "launch", "config_from_args"]
+
+USAGE = """dfl-perf dfl [options] PATH/TO/DeepFaceLive/main.py [DFL arguments ...]
+       dfl-perf dfl meter DIR [--format json|csv|prometheus] [--out PATH]"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dfl-perf dfl", usage=USAGE,
+                                description="Run DeepFaceLive with dfl_perf (no edits to DeepFaceLive).")
+    p.add_argument("--model-processes", type=int, default=None, metavar="N",
+                   help="DFL modules running models at once; the CPU cores are split between them (default 3)")
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="intra-op threads per session (overrides the split)")
+    p.add_argument("--spinning", action="store_true", help="keep onnxruntime's busy-waiting threads (off by default)")
+    p.add_argument("--no-cpu-fallback", action="store_true",
+                   help="fail when the CUDA/DirectML provider cannot load instead of using the CPU")
+    p.add_argument("--cudnn-search", choices=("HEURISTIC", "DEFAULT", "EXHAUSTIVE"), default=None,
+                   help="cuDNN convolution search (default HEURISTIC)")
+    p.add_argument("--tensorrt", action="store_true", help="use TensorRT (engine cache on disk) before CUDA when installed")
+    p.add_argument("--no-optimized-cache", action="store_true", help="do not keep optimized models on disk")
+    p.add_argument("--cache-dir", default=None, metavar="DIR", help="disk cache folder (default: dfl_perf's user cache)")
+    p.add_argument("--no-fast-dfm", action="store_true", help="keep DeepFaceLive's own DFMModel.convert")
+    p.add_argument("--no-meter", action="store_true", help="keep DeepFaceLive's own per-module FPS meter")
+    p.add_argument("--meter-dir", default=None, metavar="DIR", help="write every module's numbers there (see 'meter')")
+    p.add_argument("--no-lazy-imports", action="store_true",
+                   help="import onnxruntime/onnx eagerly in every worker, as DeepFaceLive does")
+    p.add_argument("--config", default=None, metavar="JSON", help="settings as a JSON object (options above override it)")
+    p.add_argument("main_py", metavar="main.py", help="DeepFaceLive's main.py")
+    p.add_argument("dfl_args", nargs=argparse.REMAINDER, help="arguments for DeepFaceLive's main.py")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> DFLConfig:
+    """The DFLConfig for parsed ``dfl-perf dfl`` options."""
+    data = DFLConfig.from_json(args.config).__dict__.copy() if args.config else {}
+    overrides = {
+        "model_processes": args.model_processes, "intra_op_threads": args.threads,
+        "cudnn_conv_algo_search": args.cudnn_search, "cache_dir": args.cache_dir, "meter_dir": args.meter_dir,
+    }
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    for flag, key, value in ((args.spinning, "allow_spinning", True), (args.no_cpu_fallback, "cpu_fallback", False),
+                             (args.tensorrt, "tensorrt", True), (args.no_optimized_cache, "optimized_model_cache", False),
+                             (args.no_fast_dfm, "fast_dfm", False), (args.no_meter, "meter", False),
+                             (args.no_lazy_imports, "lazy_imports", ())):
+        if flag:
+            data[key] = value
+    if data.get("meter_dir"):
+        data["meter_dir"] = os.path.abspath(data["meter_dir"])
+    return DFLConfig.from_dict(data)
+
+
+def launch(main_py: str, dfl_args: List[str], config: Optional[DFLConfig] = None) -> int:
+    """Run DeepFaceLive's ``main.py`` in this process with dfl_perf installed here and in its workers."""
+    path = os.path.abspath(main_py)
+    if not os.path.isfile(path):
+        raise FileNotFoundError("DeepFaceLive main.py not found: %s" % path)
+    install(config or DFLConfig(), propagate=True)
+    saved_argv, saved_path0 = list(sys.argv), list(sys.path)
+    sys.argv = [path] + list(dfl_args)
+    sys.path.insert(0, os.path.dirname(path))
+    try:
+        runpy.run_path(path, run_name="__main__")
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    finally:
+        sys.argv = saved_argv
+        sys.path[:] = saved_path0
+        uninstall()
+    return 0
+
+
+def _meter_main(argv: List[str]) -> int:
+    from dfl_perf.adapters.deepfacelive.meter import write_meter_view
+
+    p = argparse.ArgumentParser(prog="dfl-perf dfl meter", description="One view of every DFL module's numbers.")
+    p.add_argument("meter_dir", help="the --meter-dir given to the launch")
+    p.add_argument("--format", choices=("json", "csv", "prometheus"), default="json")
+    p.add_argument("--out", default=None, help="write to this file as well as stdout")
+    args = p.parse_args(argv)
+    try:
+        sys.stdout.write(write_meter_view(args.meter_dir, args.out, args.format))
+    except FileNotFoundError as exc:
+        sys.stderr.write("dfl-perf dfl meter: %s\n" % exc)
+        return 2
+    return 0
+
+
+def dfl_main(argv: List[str]) -> int:
+    """Entry point of ``dfl-perf dfl`` and ``python -m dfl_perf.adapters.deepfacelive``; returns the exit code."""
+    argv = list(argv)
+    if argv and argv[0] == "meter":
+        return _meter_main(argv[1:])
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        return launch(args.main_py, args.dfl_args, config)
+    except FileNotFoundError as exc:
+        sys.stderr.write("dfl-perf dfl: %s\n" % exc)
+        return 2

@@ -1,0 +1,37 @@
+"""What a stand-in worker tells the test about its own process."""
+
+import os
+import sys
+
+
+def is_loaded(name):
+    """True when the package's code ran (it imports its own submodules), not merely bound by an import."""
+    prefix = name + "."
+    return name in sys.modules and any(key.startswith(prefix) for key in list(sys.modules))
+
+
+def describe_session(sess):
+    options = sess.get_session_options()
+    try:
+        spinning = options.get_session_config_entry("session.intra_op.allow_spinning")
+    except Exception:
+        spinning = None
+    return {"providers": list(sess.get_providers()), "intra_op_num_threads": options.intra_op_num_threads,
+            "allow_spinning": spinning}
+
+
+def describe_process(sessions):
+    from xlib import onnxruntime as lib_ort  # already imported by the backend
+
+    mesh = sys.modules.get("modelhub.onnx.FaceMesh.FaceMesh")
+    dfm = sys.modules.get("modelhub.DFLive.DFMModel")
+    return {
+        "pid": os.getpid(),
+        "sessions": [describe_session(s) for s in sessions],
+        "onnxruntime_loaded": is_loaded("onnxruntime"),
+        "onnx_loaded": is_loaded("onnx"),
+        "factory_module": lib_ort.InferenceSession_with_device.__module__,
+        "facemesh_factory_module": mesh.InferenceSession_with_device.__module__ if mesh else None,
+        "dfm_convert_module": dfm.DFMModel.convert.__module__ if dfm else None,
+        "cuda_cache_maxsize": os.environ.get("CUDA_CACHE_MAXSIZE"),
+    }
