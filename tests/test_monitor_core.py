@@ -186,7 +186,12 @@ def test_bad_stage_names_and_too_many_stages():
     monitor = PerformanceMonitor()
     with pytest.raises(TypeError, match="stage name must be a str"):
         monitor.record(3, 0.1)
-    for index in range(64):
+    with pytest.raises(TypeError, match=r"record\('swap', seconds\): seconds must be a number, got str"):
+        monitor.record("swap", "0.1")
+    with pytest.raises(TypeError, match="frame_done.*got NoneType"):
+        monitor.frame_done(None)
+    assert monitor.summary()["frames"] == 0 and monitor.summary()["stages"]["swap"]["count"] == 0
+    for index in range(63):  # "swap" above is the 64th
         monitor.record("s%d" % index, 0.1)
     with pytest.raises(ValueError, match="too many stages"):
         monitor.record("one more", 0.1)

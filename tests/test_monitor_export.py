@@ -166,6 +166,8 @@ def test_http_endpoint_over_loopback(no_thread_leak):
             monitor.serve_http()
     with pytest.raises(urllib.error.URLError):
         fetch("http://127.0.0.1:%d/metrics" % port)
+    with pytest.raises(RuntimeError, match="closed"):
+        monitor.serve_http()
 
 
 @pytest.mark.timeout(60)

@@ -134,7 +134,11 @@ class PerformanceMonitor:
         if ring is None:
             ring = self._add_stage(stage_name)
         with ring.lock:  # SampleRing.add, inlined: this is the hot path
-            ring.values[ring.count % ring.capacity] = seconds
+            try:
+                ring.values[ring.count % ring.capacity] = seconds
+            except TypeError:
+                raise TypeError("record(%r, seconds): seconds must be a number, got %s"
+                                % (stage_name, type(seconds).__name__)) from None
             ring.count += 1
             ring.total += seconds
 
@@ -156,7 +160,11 @@ class PerformanceMonitor:
                 self._begin_fps(now, latency_seconds)
             ring = frames.latencies  # written under the frame lock, so its own lock is not needed
             index = ring.count % ring.capacity
-            ring.values[index] = latency_seconds
+            try:
+                ring.values[index] = latency_seconds
+            except TypeError:
+                raise TypeError("frame_done(latency_seconds): must be a number, got %s"
+                                % type(latency_seconds).__name__) from None
             frames.times[index] = now
             ring.count += 1
             ring.total += latency_seconds
@@ -207,7 +215,7 @@ class PerformanceMonitor:
             return ring
 
     def _begin_fps(self, now: float, latency: float) -> None:
-        started = now - latency if latency > 0 else self._start
+        started = now - latency if isinstance(latency, (int, float)) and latency > 0 else self._start
         self._frames.origin = max(self._start, min(started, now))
         self._next_roll = self._frames.origin + self.interval
         # The first row also holds whatever came before the first frame (warm-up samples, drops).
@@ -405,6 +413,8 @@ class PerformanceMonitor:
         """
         from .export import MetricsServer
 
+        if self._closed:
+            raise RuntimeError("PerformanceMonitor is closed; cannot serve metrics")
         if self._http is not None:
             raise RuntimeError("already serving metrics at http://%s:%d/metrics" % self._http.address)
         self._http = MetricsServer(self, host=host, port=port, backend=backend)
