@@ -2,8 +2,9 @@
 
 ``make_clip`` pastes a square patch around the face of a photo (astronaut.png by default) onto a
 seeded smooth background, one affine warp per face per frame (``cv2.warpAffine`` into the face's
-rectangle only), so frames are cheap to make and identical for the same arguments. The path is
-periodic over the clip (it loops without a jump). Several faces each get their own cell of a grid.
+rectangle only), so frames are cheap to make and identical for the same arguments. The path
+repeats every ``PATH_PERIOD`` (120) frames, so a clip of a multiple of 120 frames loops without a
+jump. Several faces each get their own cell of a grid.
 
 Ground truth per frame and face: ``boxes`` (x1, y1, x2, y2), the source face box scaled and moved
 with the face (its centre is exact; the box is not widened for the rotation, at most +/-20 deg),
@@ -22,7 +23,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 __all__ = ["SyntheticClip", "make_clip", "open_source", "default_face_image", "ASTRONAUT_FACE_BOX",
-           "CLIP_SIZES"]
+           "CLIP_SIZES", "PATH_PERIOD"]
 
 ASTRONAUT_FACE_BOX = (179.0, 63.0, 270.0, 174.0)  # x1, y1, x2, y2 in astronaut.png
 CLIP_SIZES = ((640, 480), (1280, 720))
@@ -30,6 +31,7 @@ _PATCH_SCALE = 2.0  # the pasted patch is this many times the face box's longer 
 _FACE_HEIGHT = 0.30  # face box height at scale 1, as a fraction of the cell's shorter side
 _SCALE_SWING = 0.25  # scale goes 1 +/- this
 _ANGLE_SWING = 20.0  # degrees
+PATH_PERIOD = 120  # frames: the path repeats (4 s at 30 fps), whatever the clip's length
 
 ImageArg = Union[None, str, "os.PathLike[str]", np.ndarray]
 
@@ -128,7 +130,7 @@ class SyntheticClip:
         w, h = self.size
         cols, rows = self._grid()
         cw, ch = w / cols, h / rows
-        u = np.arange(self.num_frames, dtype=np.float64)[:, None] / self.num_frames  # (T, 1)
+        u = np.arange(self.num_frames, dtype=np.float64)[:, None] / PATH_PERIOD  # (T, 1)
         phase = rng.uniform(0, 2 * math.pi, size=(4, self.num_faces))
         freq = rng.randint(1, 3, size=(2, self.num_faces))
         face_h = _FACE_HEIGHT * min(cw, ch) * (1 + _SCALE_SWING)
