@@ -343,7 +343,8 @@ def models_main(argv: List[str]) -> int:
                         "(default: env %s)" % MIRROR_ENV)
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("list", help="the registry and where each model is")
-    p_fetch = sub.add_parser("fetch", help="download models into the user cache (all when no NAME)")
+    p_fetch = sub.add_parser("fetch", help="put verified copies into the user cache, from the mirror or upstream "
+                             "(all models when no NAME)")
     p_fetch.add_argument("names", nargs="*", metavar="NAME")
     p_fetch.add_argument("--quiet", action="store_true", help="no progress bar")
     p_path = sub.add_parser("path", help="print the path of a model (fetching it if needed)")
@@ -364,7 +365,7 @@ def models_main(argv: List[str]) -> int:
             for name in args.names or list(REGISTRY):
                 _info(name)
             for name in args.names or list(REGISTRY):
-                print(model_path(name, progress=not args.quiet, mirror=args.mirror))
+                print(fetch(name, progress=not args.quiet, mirror=args.mirror))
             return 0
         print(model_path(args.name, download=not args.no_fetch, progress=True, mirror=args.mirror))
         return 0
