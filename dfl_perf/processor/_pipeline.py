@@ -84,7 +84,7 @@ class Pipeline:
         self._queues = [StageQueue(max_queue)]
         self._queues += [StageQueue(s.max_queue or s.workers) for s in self._stages[1:]]
         self._entry = self._queues[0]
-        capacity = max_output if max_output is not None else max(max_queue, self._stages[-1].workers)
+        capacity = max_output if max_output is not None else max(8, max_queue, self._stages[-1].workers)
         self._output = OutputBuffer(
             ordered, capacity, drop != "block", monitor, on_result, self._callback_failed
         )
@@ -136,10 +136,12 @@ class Pipeline:
                 items.append(rec)
                 if q.idle:
                     q.wake_workers(1)
-        if refused or evicted is not None:
-            self._output.put([_mark_dropped(rec if refused else evicted, rec.queued)])
-            return Ticket(fid, not refused, None if evicted is None else evicted.id)
-        return Ticket(fid)
+                if evicted is None:
+                    return Ticket(fid)
+            # handed over under the entry lock: close() cannot end the stream before it arrives
+            self._output.put([_mark_dropped(rec if refused else evicted, rec.queued)], deliver=False)
+        self._output.deliver()
+        return Ticket(fid, not refused, None if evicted is None else evicted.id)
 
     def results(self) -> Iterator[FrameResult]:
         """Yield results as they come; after close, yields what is left and ends."""
@@ -309,7 +311,7 @@ class Pipeline:
                     q.capacity = workers if limit == 1 else 2 * limit * workers
             if last:
                 forward.extend(resolved)
-                put_out(forward)
+                put_out(forward, True)
                 continue
             if forward and not nxt.put_many(forward):
                 now = perf()
@@ -339,13 +341,14 @@ class Pipeline:
     def _cancel(self) -> None:
         with self._state_lock:
             self._closing = True
-        dropped: List[FrameResult] = []
-        for q in self._queues:
-            dropped.extend(q.cancel())
         self._output.unbind()
-        if dropped:
-            now = time.perf_counter()
-            self._output.put([_mark_dropped(rec, now) for rec in dropped])
+        for q in self._queues:
+            q.cancel(self._drop_cancelled)
+        self._output.deliver()
+
+    def _drop_cancelled(self, recs: List[FrameResult]) -> None:
+        now = time.perf_counter()
+        self._output.put([_mark_dropped(rec, now) for rec in recs], deliver=False)
 
     def _join(self) -> None:
         if threading.current_thread() in self._threads:

@@ -103,17 +103,19 @@ class StageQueue:
             self.not_empty.notify_all()
             self.not_full.notify_all()
 
-    def cancel(self) -> List[FrameResult]:
-        """Close and empty the queue; returns the frames that were waiting (to be dropped)."""
+    def cancel(self, on_dropped: Callable[[List[FrameResult]], None]) -> None:
+        """Close and empty the queue; the waiting frames go to ``on_dropped``, called with the lock
+        held so that no worker can finish the stream before they are handed over."""
         with self.lock:
             self.closed = True
             self.cancelled = True
-            dropped = list(self.items)
-            self.items.clear()
+            if self.items:
+                dropped = list(self.items)
+                self.items.clear()
+                on_dropped(dropped)
             self.idle = 0
             self.not_empty.notify_all()
             self.not_full.notify_all()
-        return dropped
 
 
 class OutputBuffer:
@@ -154,10 +156,12 @@ class OutputBuffer:
         self.callback_errors = 0
 
     # -- producer side (workers, submit) ------------------------------------------------------
-    def put(self, recs: List[FrameResult]) -> None:
-        """Hand finished frames over; in block mode waits while the ready queue is over capacity."""
+    def put(self, recs: List[FrameResult], wait: bool = False, deliver: bool = True) -> None:
+        """Hand decided frames over. Over capacity, live mode drops unread results (light ones
+        first); otherwise ``wait=True`` (a last-stage worker) waits for the reader: back-pressure.
+        ``deliver=False`` (caller holds a queue lock) leaves on_result calls to ``deliver()``."""
         evicted = 0
-        deliver = False
+        claim = False
         with self.lock:
             ready = self.ready
             before = len(ready)
@@ -167,18 +171,28 @@ class OutputBuffer:
                 ready.extend(recs)
             if self.readers and len(ready) > before:
                 self.not_empty.notify(len(ready) - before)
-            if self.on_result is not None and not self.delivering:
-                self.delivering = deliver = True
+            if deliver and self.on_result is not None and not self.delivering:
+                self.delivering = claim = True
             elif len(ready) > self.capacity and not self.unbounded:
                 if self.live:
                     evicted = self._evict(len(ready) - self.capacity)
-                else:
+                elif wait:
                     while len(ready) > self.capacity and not self.unbounded:
                         self._wait_not_full()
         if evicted and self.monitor is not None:
             self.monitor.frame_dropped(evicted)
-        if deliver:
+        if claim:
             self._deliver_loop()
+
+    def deliver(self) -> None:
+        """Pass ready results to on_result unless another thread already does."""
+        if self.on_result is None:
+            return
+        with self.lock:
+            if self.delivering or not self.ready:
+                return
+            self.delivering = True
+        self._deliver_loop()
 
     def _reorder(self, recs: List[FrameResult]) -> None:
         pending = self.pending
@@ -193,8 +207,14 @@ class OutputBuffer:
         self.next_id = nid
 
     def _evict(self, n: int) -> int:
-        for _ in range(n):
-            self.ready.popleft()
+        """Drop n unread results: the oldest without output (dropped, late, failed) first, so that a
+        burst of drops never pushes out a processed frame; then the oldest processed ones."""
+        ready = self.ready
+        light = [i for i, rec in enumerate(ready) if rec.status is not _DONE][:n]
+        for i in reversed(light):
+            del ready[i]
+        for _ in range(n - len(light)):
+            ready.popleft()
         self.counts[_DROPPED] += n
         self.dropped_output += n
         return n

@@ -1,0 +1,708 @@
+"""Tests of dfl_perf.processor: ordering, dropping, deadlines, accounting, errors, shutdown."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+import time
+from collections import Counter
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dfl_perf.processor import (
+    AsyncFrameProcessor,
+    FrameResult,
+    FrameStatus,
+    Pipeline,
+    PipelinePlan,
+    ProcessorClosed,
+    Stage,
+    Ticket,
+    auto_configure,
+)
+
+pytestmark = [pytest.mark.timeout(30), pytest.mark.usefixtures("no_thread_leak")]
+
+DONE, DROPPED, LATE, ERROR = FrameStatus.DONE, FrameStatus.DROPPED, FrameStatus.LATE, FrameStatus.ERROR
+
+
+class RecordingMonitor:
+    """A small stand-in with PerformanceMonitor's duck-typed methods (kept independent of dfl_perf.monitor)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.records = []
+        self.done = []
+        self.dropped = self.late = self.failed = 0
+
+    def record(self, stage_name, seconds):
+        with self.lock:
+            self.records.append((stage_name, seconds))
+
+    def frame_done(self, latency_seconds):
+        with self.lock:
+            self.done.append(latency_seconds)
+
+    def frame_dropped(self, n=1):
+        with self.lock:
+            self.dropped += n
+
+    def frame_late(self, n=1):
+        with self.lock:
+            self.late += n
+
+    def frame_failed(self, n=1):
+        with self.lock:
+            self.failed += n
+
+
+def assert_accounting(proc, results=None):
+    s = proc.stats()
+    assert s["submitted"] == s["done"] + s["dropped"] + s["late"] + s["error"] + s["in_flight"], s
+    assert s["in_flight"] >= 0, s
+    if results is not None:
+        counts = Counter(r.status for r in results)
+        assert s["in_flight"] == 0, s
+        assert (
+            counts[DONE] + counts[DROPPED] + counts[LATE] + counts[ERROR] + s["dropped_output"]
+            == s["submitted"]
+        )
+        if not s["dropped_output"]:
+            assert (counts[DONE], counts[LATE], counts[ERROR]) == (s["done"], s["late"], s["error"])
+        assert counts[DROPPED] + s["dropped_output"] == s["dropped"], s
+        assert sorted(r.id for r in results) == sorted(set(r.id for r in results))
+    return s
+
+
+def produce(proc, frames, then_close=True):
+    """Submit frames on a thread (block-mode submits may wait), then close."""
+
+    def run():
+        for f in frames:
+            proc.submit(f)
+        if then_close:
+            proc.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+class Gate:
+    """fn that blocks until opened, and says when a worker is inside."""
+
+    def __init__(self):
+        self.entered = threading.Event()
+        self.open = threading.Event()
+
+    def __call__(self, x):
+        self.entered.set()
+        assert self.open.wait(10)
+        return x
+
+
+# -- ordering ----------------------------------------------------------------------------------
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    delays=st.lists(st.integers(0, 3), min_size=1, max_size=40),
+    workers=st.integers(1, 4),
+    two_stages=st.booleans(),
+)
+def test_ordered_output_under_random_delays(delays, workers, two_stages):
+    def slow(i):
+        time.sleep(delays[i] / 1000.0)
+        return i
+
+    stages = [Stage(slow, workers=workers, name="slow")]
+    if two_stages:
+        stages.append(Stage(lambda i: i * 10, workers=workers, name="scale"))
+    with Pipeline(stages, drop="block", max_queue=3) as proc:
+        thread = produce(proc, range(len(delays)))
+        results = list(proc.results())
+        thread.join()
+    assert [r.id for r in results] == list(range(len(delays)))
+    assert [r.output for r in results] == [i * (10 if two_stages else 1) for i in range(len(delays))]
+    assert all(r.status is DONE for r in results)
+    assert_accounting(proc, results)
+
+
+def test_unordered_delivers_every_frame():
+    rng = random.Random(1)
+    delays = [rng.random() * 0.003 for _ in range(60)]
+    with AsyncFrameProcessor(
+        lambda i: time.sleep(delays[i]) or i, workers=4, drop="block", ordered=False
+    ) as proc:
+        thread = produce(proc, range(60))
+        results = list(proc.results())
+        thread.join()
+    assert sorted(r.output for r in results) == list(range(60))
+
+
+def test_dropped_and_failed_frames_are_not_waited_for():
+    gate = Gate()
+
+    def fn(i):
+        if i == 0:
+            gate(i)  # frame 0 blocks a worker...
+        if i == 2:
+            raise ValueError("bad frame")
+        return i
+
+    with AsyncFrameProcessor(fn, workers=2, drop="block", max_queue=8) as proc:
+        for i in range(5):
+            proc.submit(i)
+        assert gate.entered.wait(5)
+        time.sleep(0.05)
+        assert proc.get(timeout=0.05) is None  # ...and holds back the frames after it (ordered)
+        gate.open.set()
+        results = [proc.get(timeout=5) for _ in range(5)]
+    assert [r.id for r in results] == [0, 1, 2, 3, 4]
+    assert [r.status for r in results] == [DONE, DONE, ERROR, DONE, DONE]
+
+
+# -- drop policies -------------------------------------------------------------------------------
+@pytest.mark.parametrize("policy", ["oldest", "newest"])
+def test_drop_policies_live(policy):
+    gate = Gate()
+    with AsyncFrameProcessor(gate, max_queue=2, drop=policy) as proc:
+        assert proc.submit("f0")
+        assert gate.entered.wait(5)  # the worker holds f0; the queue is empty
+        t1, t2 = proc.submit("f1"), proc.submit("f2")
+        t3 = proc.submit("f3")
+        assert t1 and t2 and (t1.evicted, t2.evicted) == (None, None)
+        if policy == "oldest":
+            assert t3 and t3.accepted and t3.evicted == 1
+            expected = [DONE, DROPPED, DONE, DONE]
+        else:
+            assert not t3 and t3.accepted is False and t3.evicted is None
+            expected = [DONE, DONE, DONE, DROPPED]
+        gate.open.set()
+        proc.close()
+        results = list(proc.results())
+    assert [r.id for r in results] == [0, 1, 2, 3]
+    assert [r.status for r in results] == expected
+    dropped = [r for r in results if r.status is DROPPED][0]
+    assert dropped.output is None and dropped.started is None and dropped.finished >= dropped.queued
+    assert_accounting(proc, results)
+
+
+def test_drop_block_waits_for_room_and_times_out():
+    gate = Gate()
+    with AsyncFrameProcessor(gate, max_queue=1, drop="block") as proc:
+        proc.submit(0)
+        assert gate.entered.wait(5)
+        proc.submit(1)  # fills the queue
+        t0 = time.monotonic()
+        refused = proc.submit(2, timeout=0.1)
+        assert not refused and time.monotonic() - t0 >= 0.09
+        accepted = []
+        waiter = threading.Thread(target=lambda: accepted.append(proc.submit(3)))
+        waiter.start()
+        time.sleep(0.1)
+        assert waiter.is_alive()  # blocked: no room
+        gate.open.set()
+        waiter.join(5)
+        assert accepted and accepted[0].accepted
+        proc.close()
+        results = list(proc.results())
+    assert [r.status for r in results] == [DONE, DONE, DROPPED, DONE]
+    assert_accounting(proc, results)
+
+
+def test_submit_blocked_in_block_mode_is_released_by_close():
+    gate = Gate()
+    proc = AsyncFrameProcessor(gate, max_queue=1, drop="block")
+    proc.submit(0)
+    assert gate.entered.wait(5)
+    proc.submit(1)
+    errors = []
+
+    def blocked():
+        try:
+            proc.submit(2)
+        except ProcessorClosed as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=blocked)
+    thread.start()
+    time.sleep(0.05)
+    closer = threading.Thread(target=proc.close, kwargs={"drain": False})
+    closer.start()
+    thread.join(5)
+    assert errors, "a submit blocked on a full queue must end with ProcessorClosed when closed"
+    gate.open.set()
+    closer.join(5)
+    assert_accounting(proc, list(proc.results()))
+
+
+# -- accounting and overload --------------------------------------------------------------------
+@pytest.mark.parametrize("policy", ["oldest", "newest"])
+def test_exact_accounting_under_overload(policy):
+    monitor = RecordingMonitor()
+    proc = AsyncFrameProcessor(
+        lambda x: time.sleep(0.002) or x, workers=2, max_queue=3, drop=policy, deadline=0.006, monitor=monitor
+    )
+    seen = []
+    reader = threading.Thread(target=lambda: seen.extend(proc.results()))
+    reader.start()
+    checks = 0
+    for i in range(400):
+        proc.submit(i, meta={"i": i})
+        if i % 50 == 0:
+            assert_accounting(proc)
+            checks += 1
+        time.sleep(0.0002)
+    proc.close()
+    reader.join(10)
+    s = assert_accounting(proc, seen)
+    assert s["submitted"] == 400 and s["dropped"] > 0 and s["done"] > 0
+    assert [r.id for r in seen] == sorted(r.id for r in seen)
+    assert all(r.meta == {"i": r.id} for r in seen)
+    assert len(monitor.done) == s["done"] and monitor.dropped == s["dropped"] and monitor.late == s["late"]
+    assert Counter(name for name, _ in monitor.records)["process"] == s["stages"][0]["processed"]
+
+
+def test_consumer_that_stops_reading_live_mode_bounds_memory():
+    with AsyncFrameProcessor(lambda x: x, workers=2, max_queue=4, max_output=8, drop="oldest") as proc:
+        t0 = time.monotonic()
+        for _ in range(3000):
+            assert proc.submit(np.zeros(16, np.uint8))
+        assert time.monotonic() - t0 < 10  # never blocked
+        time.sleep(0.1)
+        s = proc.stats()
+        assert s["ready"] <= 8 + 2 and s["queued"] <= 4
+        assert s["dropped_output"] > 0
+        proc.close()
+        results = list(proc.results())
+    assert len(results) <= 8 + 2 + 4 + 2
+    s = assert_accounting(proc, results)
+    assert s["done"] + s["dropped"] == 3000
+
+
+def test_consumer_that_stops_reading_block_mode_does_not_deadlock():
+    with AsyncFrameProcessor(lambda x: x, max_queue=2, max_output=2, drop="block") as proc:
+        accepted = 0
+        for i in range(50):  # nobody reads: back-pressure reaches submit, which times out
+            if proc.submit(i, timeout=0.01):
+                accepted += 1
+        assert 0 < accepted <= 2 + 2 + 2 + 2  # queue + ready + a batch over + a batch in hand
+        s = proc.stats()
+        assert s["queued"] <= 2 and s["ready"] <= 4 and s["in_flight"] == 50
+        assert s["reorder"] == 50 - accepted  # refused frames wait their turn behind the queued ones
+        proc.close(drain=True)  # drains although nobody reads
+        results = list(proc.results())
+    assert sum(r.status is DONE for r in results) == accepted
+    assert_accounting(proc, results)
+
+
+# -- deadline ----------------------------------------------------------------------------------
+def test_deadline_marks_old_frames_late_and_bounds_latency():
+    service, deadline = 0.02, 0.03
+    with AsyncFrameProcessor(
+        lambda x: time.sleep(service) or x, max_queue=10, drop="block", deadline=deadline
+    ) as proc:
+        for i in range(10):
+            proc.submit(i)
+        proc.close()
+        results = list(proc.results())
+    statuses = [r.status for r in results]
+    assert statuses[0] is DONE and LATE in statuses
+    late = [r for r in results if r.status is LATE]
+    assert all(r.stage == "process" and r.output is None and r.started is None for r in late)
+    for r in results:
+        if r.status is DONE:
+            assert r.started - r.queued <= deadline + 0.005
+    assert_accounting(proc, results)
+
+
+def test_pipeline_deadline_is_checked_before_each_stage():
+    def slow(x):
+        time.sleep(0.05)
+        return x
+
+    with Pipeline([Stage(slow, name="a"), Stage(lambda x: x, name="b")], drop="block", deadline=0.03) as proc:
+        proc.submit(0)
+        proc.close()
+        (result,) = list(proc.results())
+    assert result.status is LATE and result.stage == "b"
+    assert result.started is not None  # stage a did start it
+
+
+# -- errors ------------------------------------------------------------------------------------
+def test_error_is_isolated_to_its_frame():
+    def fn(i):
+        if i % 3 == 1:
+            raise ValueError("frame %d is bad" % i)
+        return i
+
+    monitor = RecordingMonitor()
+    with AsyncFrameProcessor(fn, workers=2, drop="block", monitor=monitor) as proc:
+        thread = produce(proc, range(30))
+        results = list(proc.results())
+        thread.join()
+    assert [r.id for r in results] == list(range(30))
+    for r in results:
+        if r.id % 3 == 1:
+            assert r.status is ERROR and isinstance(r.error, ValueError) and r.output is None
+            assert "frame %d is bad" % r.id in r.traceback and "in fn" in r.traceback
+            assert r.stage == "process"
+        else:
+            assert r.status is DONE and r.output == r.id
+    s = assert_accounting(proc, results)
+    assert s["error"] == 10 and monitor.failed == 10 and s["stages"][0]["errors"] == 10
+
+
+def test_on_error_raise_stops_and_raises_in_reader_and_submit():
+    def fn(i):
+        if i == 5:
+            raise KeyError("boom")
+        return i
+
+    proc = AsyncFrameProcessor(fn, drop="block", max_queue=100, on_error="raise")
+    for i in range(20):
+        proc.submit(i)
+    got = []
+    with pytest.raises(KeyError, match="boom"):
+        for r in proc.results():
+            got.append(r)
+    assert [r.id for r in got] == [0, 1, 2, 3, 4]
+    with pytest.raises(ProcessorClosed):
+        proc.submit(99)  # the reader already saw the error
+    proc.close()
+    rest = list(proc.results())
+    assert rest and all(r.status is DROPPED for r in rest)
+    s = assert_accounting(proc)
+    assert s["in_flight"] == 0 and s["error"] == 1 and s["done"] == 5
+
+
+def test_on_error_raise_surfaces_once_through_submit():
+    proc = AsyncFrameProcessor(lambda x: 1 / 0, on_error="raise", drop="block")
+    proc.submit(0)
+    with pytest.raises(ZeroDivisionError):
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            proc.submit(1)
+            time.sleep(0.005)
+    with pytest.raises(ProcessorClosed) as info:
+        proc.submit(2)
+    assert isinstance(info.value.__cause__, ZeroDivisionError)
+    proc.close()
+
+
+def test_on_error_raise_unseen_error_raises_when_leaving_with_block():
+    calls = []
+    with pytest.raises(RuntimeError, match="nope"):
+        with AsyncFrameProcessor(
+            lambda x: (_ for _ in ()).throw(RuntimeError("nope")), on_error="raise"
+        ) as proc:
+            proc.submit(0, meta="m")
+            time.sleep(0.05)
+            calls.append(1)
+    assert calls and proc.closed
+
+
+def test_failing_init_stops_the_pipeline_instead_of_hanging():
+    def init():
+        raise OSError("no device")
+
+    proc = Pipeline([Stage(lambda x, state: x, init=init, workers=2, name="s")], drop="block")
+    time.sleep(0.05)
+    with pytest.raises(OSError, match="no device"):
+        proc.submit(0)
+    proc.close()
+    assert list(proc.results()) == []
+
+
+def test_callback_error_is_counted_not_fatal_in_skip_mode():
+    def on_result(r):
+        if r.id == 1:
+            raise ValueError("callback")
+
+    with AsyncFrameProcessor(lambda x: x, drop="block", on_result=on_result) as proc:
+        for i in range(3):
+            proc.submit(i)
+    s = proc.stats()
+    assert s["callback_errors"] == 1 and s["done"] == 3
+
+
+# -- shutdown ----------------------------------------------------------------------------------
+def test_close_under_load_from_another_thread():
+    proc = Pipeline(
+        [Stage(lambda x: time.sleep(0.001) or x, workers=2, name="a"), Stage(lambda x: x, name="b")],
+        drop="oldest",
+        max_queue=4,
+    )
+    stop = threading.Event()
+
+    def producer():
+        try:
+            while not stop.is_set():
+                proc.submit(0)
+        except ProcessorClosed:
+            pass
+
+    seen = []
+    threads = [
+        threading.Thread(target=producer),
+        threading.Thread(target=lambda: seen.extend(proc.results())),
+    ]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    proc.close(drain=False)
+    assert time.monotonic() - t0 < 2
+    stop.set()
+    for t in threads:
+        t.join(5)
+        assert not t.is_alive()
+    assert_accounting(proc, seen)
+    proc.close()  # idempotent
+    proc.close(drain=False)
+
+
+def test_close_drain_processes_everything_and_results_end():
+    proc = AsyncFrameProcessor(lambda x: time.sleep(0.001) or x + 1, workers=3, max_queue=50, drop="block")
+    for i in range(50):
+        assert proc.submit(i)
+    proc.close(drain=True)
+    assert proc.stats()["ready"] == 50
+    with pytest.raises(ProcessorClosed):
+        proc.submit(0)
+    results = list(proc.results())
+    assert [r.output for r in results] == list(range(1, 51))
+    assert list(proc.results()) == [] and proc.get(timeout=0.01) is None
+    assert_accounting(proc, results)
+
+
+def test_close_without_drain_drops_queued_frames_quickly():
+    proc = AsyncFrameProcessor(lambda x: time.sleep(0.05) or x, max_queue=100, drop="block")
+    for i in range(100):
+        proc.submit(i)
+    time.sleep(0.02)
+    t0 = time.monotonic()
+    proc.close(drain=False)
+    assert time.monotonic() - t0 < 0.5
+    results = list(proc.results())
+    assert Counter(r.status for r in results)[DROPPED] >= 98
+    assert_accounting(proc, results)
+
+
+def test_keyboard_interrupt_in_with_block_closes_without_drain():
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        with AsyncFrameProcessor(lambda x: time.sleep(0.05) or x, max_queue=100, drop="block") as proc:
+            for i in range(100):
+                proc.submit(i)
+            raise KeyboardInterrupt
+    assert time.monotonic() - t0 < 0.5
+    assert proc.closed and proc.stats()["dropped"] == 0  # not read yet, but decided:
+    assert len(list(proc.results())) == 100
+    assert_accounting(proc)
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="needs POSIX signals")
+def test_ctrl_c_while_reader_waits_stops_cleanly():
+    main = threading.get_ident()
+    timer = threading.Timer(0.2, lambda: signal.pthread_kill(main, signal.SIGINT))
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        with AsyncFrameProcessor(lambda x: time.sleep(0.05) or x, max_queue=50, drop="block") as proc:
+            for i in range(50):
+                proc.submit(i)
+            timer.start()
+            for _ in proc.results():  # blocks: the pipeline never ends by itself
+                pass
+    timer.join()
+    assert time.monotonic() - t0 < 2
+    assert proc.closed
+    assert os.getpid()  # still alive and well
+
+
+def test_close_from_on_result_callback_does_not_deadlock():
+    holder = {}
+
+    def on_result(r):
+        if r.id == 3:
+            holder["proc"].close()
+
+    proc = AsyncFrameProcessor(lambda x: x, drop="block", on_result=on_result, max_queue=2)
+    holder["proc"] = proc
+    submitted = 0
+    try:
+        for i in range(100):
+            proc.submit(i)
+            submitted += 1
+    except ProcessorClosed:
+        pass
+    proc.close()
+    assert 3 < submitted < 100 or submitted == 100
+    assert_accounting(proc)
+
+
+# -- callbacks, state, monitor -------------------------------------------------------------------
+def test_on_result_is_ordered_and_excludes_results_iterator():
+    got = []
+    delays = [0.003, 0.0, 0.001, 0.0, 0.002, 0.0] * 5
+    proc = AsyncFrameProcessor(
+        lambda i: time.sleep(delays[i]) or i, workers=3, drop="block", on_result=got.append, max_queue=6
+    )
+    with proc:
+        for i in range(len(delays)):
+            proc.submit(i)
+        with pytest.raises(RuntimeError, match="on_result"):
+            proc.get()
+    assert [r.id for r in got] == list(range(len(delays)))
+    assert proc.stats()["in_flight"] == 0
+
+
+def test_init_gives_per_thread_state():
+    inits = []
+
+    def init():
+        inits.append(threading.get_ident())
+        return threading.get_ident()
+
+    def fn(x, state):
+        assert state == threading.get_ident()
+        time.sleep(0.001)
+        return state
+
+    with AsyncFrameProcessor(fn, workers=3, init=init, drop="block", max_queue=30) as proc:
+        for i in range(30):
+            proc.submit(i)
+        proc.close()
+        outputs = {r.output for r in proc.results()}
+    assert len(inits) == 3 and outputs <= set(inits)
+
+
+def test_pipeline_feeds_monitor_per_stage_and_keeps_order():
+    monitor = RecordingMonitor()
+    stages = [
+        Stage(lambda x: x + 1, name="detect"),
+        Stage(lambda x: time.sleep(0.0005) or x * 2, workers=3, name="swap"),
+        Stage(lambda x: -x, name="merge"),
+    ]
+    with Pipeline(stages, drop="block", max_queue=8, monitor=monitor) as proc:
+        thread = produce(proc, range(100))
+        results = list(proc.results())
+        thread.join()
+    assert [r.output for r in results] == [-(i + 1) * 2 for i in range(100)]
+    assert Counter(name for name, _ in monitor.records) == {"detect": 100, "swap": 100, "merge": 100}
+    assert len(monitor.done) == 100 and all(lat > 0 for lat in monitor.done)
+    s = proc.stats()
+    assert [st_["name"] for st_ in s["stages"]] == ["detect", "swap", "merge"]
+    assert all(st_["processed"] == 100 for st_ in s["stages"])
+    assert s["stages"][1]["workers"] == 3 and s["stages"][1]["mean_ms"] > 0.4
+    for r in results:
+        assert r.queued <= r.started <= r.finished and r.latency == r.finished - r.queued
+
+
+def test_results_get_timeout_and_ticket():
+    with AsyncFrameProcessor(lambda x: x) as proc:
+        assert proc.get(timeout=0.01) is None
+        ticket = proc.submit("a")
+        assert isinstance(ticket, Ticket) and ticket and int(ticket) == 0 and [10, 20][ticket] == 10
+        r = proc.get(timeout=5)
+        assert isinstance(r, FrameResult) and r.ok and r.output == "a" and "done" in repr(r)
+    assert FrameStatus("late") is LATE and LATE == "late"
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="drop"):
+        AsyncFrameProcessor(lambda x: x, drop="latest")
+    with pytest.raises(ValueError, match="workers"):
+        Stage(lambda x: x, workers=0)
+    with pytest.raises(TypeError, match="callable"):
+        Stage("not a function")
+    with pytest.raises(ValueError, match="unique"):
+        Pipeline([Stage(lambda x: x, name="a"), Stage(lambda x: x, name="a")])
+    with pytest.raises(ValueError, match="deadline"):
+        AsyncFrameProcessor(lambda x: x, deadline=0)
+    with pytest.raises(ValueError, match="max_queue"):
+        AsyncFrameProcessor(lambda x: x, max_queue=0)
+    with pytest.raises(ValueError, match="on_error"):
+        AsyncFrameProcessor(lambda x: x, on_error="ignore")
+
+
+# -- auto-configuration -------------------------------------------------------------------------
+def _sleeper(seconds):
+    return lambda x: time.sleep(seconds) or x
+
+
+def test_auto_configure_gives_workers_to_the_costly_stage():
+    stages = [
+        Stage(_sleeper(0.001), name="detect"),
+        Stage(_sleeper(0.004), name="swap"),
+        Stage(_sleeper(0.001), name="merge"),
+    ]
+    plan = auto_configure(stages, sample=0, cpu_budget=8, measure_seconds=0.15)
+    assert isinstance(plan, PipelinePlan)
+    assert sum(plan.workers.values()) == 8
+    assert plan.workers["swap"] > plan.workers["detect"] and plan.workers["swap"] >= 4
+    assert plan.intra_op_threads == {"detect": 1, "swap": 1, "merge": 1}
+    assert plan.seconds_per_frame["swap"] > 3 * plan.seconds_per_frame["detect"]
+    applied = plan.apply(stages)
+    assert [s.workers for s in applied] == [plan.workers[s.name] for s in stages]
+    assert "swap" in plan.describe()
+
+
+def _matmul_session(n):
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.random.RandomState(0).rand(n, n).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "mm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, n])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])],
+        [weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def test_auto_configure_heavy_session_gets_threads_not_workers():
+    session = _matmul_session(256)
+    sample = np.ones((256, 256), np.float32)
+    stages = [
+        Stage(lambda x: x + 0, name="detect"),
+        Stage(lambda x: session.run(None, {"x": x})[0], name="swap"),
+    ]
+    plan = auto_configure(stages, sample, cpu_budget=4, measure_seconds=0.2, sessions={"swap": session})
+    assert plan.workers["swap"] == 1 and plan.intra_op_threads["swap"] == 3
+    assert plan.workers["detect"] == 1 and plan.bottleneck == "swap"
+
+
+def test_auto_configure_gpu_stage_stays_single():
+    class CudaSessionStandIn:  # no CUDA here: a stand-in answering get_providers() like a CUDA session
+        def get_providers(self):
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+    stages = [Stage(_sleeper(0.001), name="detect"), Stage(_sleeper(0.003), name="swap", multithreaded=True)]
+    plan = auto_configure(
+        stages, 0, cpu_budget=4, measure_seconds=0.1, sessions={"swap": CudaSessionStandIn()}
+    )
+    assert plan.gpu_stages == ["swap"] and plan.workers["swap"] == 1 and plan.intra_op_threads["swap"] == 1
+    assert plan.workers["detect"] == 3
+
+
+def test_auto_configure_defaults_to_the_process_cpu_budget():
+    from dfl_perf.devices import cpu_budget
+
+    plan = auto_configure([Stage(lambda x: x, name="a")], 0, measure_seconds=0.02)
+    assert plan.cpu_budget == cpu_budget() and plan.workers["a"] == cpu_budget()
+    with pytest.raises(ValueError, match="sessions"):
+        auto_configure([Stage(lambda x: x, name="a")], 0, cpu_budget=2, sessions={"b": object()})
+    with pytest.raises(RuntimeError, match="'a' failed"):
+        auto_configure([Stage(lambda x: 1 / 0, name="a")], 0, cpu_budget=2)
