@@ -121,8 +121,8 @@ def _device(device_info: Any) -> Tuple[str, int]:
 # ----------------------------------------------------------------------------------------- the factory
 
 def _session_for(state: FactoryState, onnx_model_or_path: Any, device_info: Any) -> Any:
-    source, model_key, label = _model_source(onnx_model_or_path)
     ep, index = _device(device_info)
+    source, model_key, label = _model_source(onnx_model_or_path)
     threads = state.config.threads_per_session()
     key = (model_key, ep, index, threads)
     with state.lock:

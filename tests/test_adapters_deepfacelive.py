@@ -1,0 +1,580 @@
+"""dfl_perf.adapters.deepfacelive against a stand-in DeepFaceLive tree (tests/dfl_standin).
+
+The stand-in mirrors DFL's module paths, names and signatures; its models are real ONNX files (the
+shared YuNet and FaceMesh, and a DFM-shaped model built by dfl_perf.facepipe.standin). Nothing of
+onnxruntime is mocked; a CUDA request on this CPU-only machine is a real "provider not available".
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import dfl_perf.adapters.deepfacelive as dp
+from dfl_perf.adapters.deepfacelive._hooks import ImportHook, is_module_loaded, remove_hooks
+from dfl_perf.adapters.deepfacelive._install import SITE_DIR
+from dfl_perf.adapters.deepfacelive.config import CONFIG_ENV, DFLConfig
+from dfl_perf.devices import cpu_budget
+
+REPO = Path(__file__).resolve().parent.parent
+STANDIN = Path(__file__).resolve().parent / "dfl_standin"
+STANDIN_PREFIXES = ("xlib", "modelhub", "apps")
+EXPECTED_THREADS = max(1, cpu_budget() // 3)
+
+
+def _quiet(**kwargs) -> DFLConfig:
+    """In-process settings: no deferred imports in the test process, no disk cache unless asked."""
+    kwargs.setdefault("lazy_imports", ())
+    kwargs.setdefault("optimized_model_cache", False)
+    return DFLConfig(**kwargs)
+
+
+def _drop_standin_modules() -> None:
+    for name in list(sys.modules):
+        if name.split(".")[0] in STANDIN_PREFIXES:
+            del sys.modules[name]
+
+
+@pytest.fixture
+def standin(monkeypatch, shared_models):
+    """The stand-in DFL importable in this process; everything undone afterwards."""
+    monkeypatch.setenv("DFL_STANDIN_MODELS", str(shared_models))
+    monkeypatch.setenv("ORT_DEVICES_INITIALIZED", "1")
+    monkeypatch.setenv("ORT_DEVICES_COUNT", "0")
+    _drop_standin_modules()
+    sys.path.insert(0, str(STANDIN))
+    yield STANDIN
+    dp.uninstall()
+    sys.path.remove(str(STANDIN))
+    _drop_standin_modules()
+
+
+@pytest.fixture(scope="module")
+def dfm_files(tmp_path_factory):
+    """Two small DFM-shaped models: plain and AMP (morph_value)."""
+    from dfl_perf.facepipe.standin import save_dfm_standin
+
+    folder = tmp_path_factory.mktemp("dfm")
+    plain = str(folder / "plain.dfm")
+    morph = str(folder / "amp.dfm")
+    save_dfm_standin(plain, resolution=64, cost="5ms", seed=1)
+    save_dfm_standin(morph, resolution=64, cost="5ms", morph=True, seed=2)
+    return {"plain": plain, "amp": morph}
+
+
+def _describe(sess):
+    options = sess.get_session_options()
+    try:
+        spinning = options.get_session_config_entry("session.intra_op.allow_spinning")
+    except Exception:
+        spinning = None
+    return options.intra_op_num_threads, spinning
+
+
+# ------------------------------------------------------------------------------------ install / uninstall
+
+def test_install_without_dfl_is_harmless(monkeypatch, no_thread_leak):
+    monkeypatch.delenv("CUDA_CACHE_MAXSIZE", raising=False)
+    monkeypatch.delenv(CONFIG_ENV, raising=False)
+    monkeypatch.setenv("PYTHONPATH", "/some/where")
+    _drop_standin_modules()
+    meta_path = list(sys.meta_path)
+    config = dp.install(_quiet())
+    try:
+        assert dp.is_installed() and dp.installed_config() is config
+        assert os.environ["CUDA_CACHE_MAXSIZE"] == "2147483647"  # the real name, not DFL's zero-width one
+        assert DFLConfig.from_json(os.environ[CONFIG_ENV]) == config
+        assert os.environ["PYTHONPATH"].split(os.pathsep) == [SITE_DIR, "/some/where"]
+        assert "xlib" not in sys.modules  # installing imports nothing of DFL
+    finally:
+        assert dp.uninstall() is True
+    assert not dp.is_installed() and dp.uninstall() is False
+    assert sys.meta_path == meta_path
+    assert "CUDA_CACHE_MAXSIZE" not in os.environ and CONFIG_ENV not in os.environ
+    assert os.environ["PYTHONPATH"] == "/some/where"
+
+
+def test_existing_cuda_cache_maxsize_is_kept(monkeypatch):
+    monkeypatch.setenv("CUDA_CACHE_MAXSIZE", "1000")
+    dp.install(_quiet(), propagate=False)
+    try:
+        assert os.environ["CUDA_CACHE_MAXSIZE"] == "1000"
+    finally:
+        dp.uninstall()
+
+
+def test_patches_modules_imported_before_install_and_restores_them(standin):
+    import importlib
+
+    import xlib.onnxruntime as lib_ort
+    from modelhub.onnx import FaceMesh
+
+    facemesh_module = importlib.import_module("modelhub.onnx.FaceMesh.FaceMesh")
+    session_module = importlib.import_module("xlib.onnxruntime.InferenceSession")
+
+    original = lib_ort.InferenceSession_with_device
+    assert _describe(FaceMesh(lib_ort.get_cpu_device_info())._sess) == (0, None)  # DFL's plain session
+
+    dp.install(_quiet(), propagate=False)
+    patched = lib_ort.InferenceSession_with_device
+    assert patched is not original and patched.dfl_perf_original is original
+    assert session_module.InferenceSession_with_device is patched
+    assert facemesh_module.InferenceSession_with_device is patched  # the global bound by `from ... import`
+    assert _describe(FaceMesh(lib_ort.get_cpu_device_info())._sess) == (EXPECTED_THREADS, "0")
+
+    dp.uninstall()
+    assert lib_ort.InferenceSession_with_device is original
+    assert session_module.InferenceSession_with_device is original
+    assert facemesh_module.InferenceSession_with_device is original
+    assert _describe(FaceMesh(lib_ort.get_cpu_device_info())._sess) == (0, None)
+
+
+def test_modules_imported_after_install_get_the_patched_factory(standin):
+    import importlib
+
+    dp.install(_quiet(intra_op_threads=2), propagate=False)
+    import xlib.onnxruntime as lib_ort
+
+    facemesh_module = importlib.import_module("modelhub.onnx.FaceMesh.FaceMesh")
+
+    assert facemesh_module.InferenceSession_with_device is lib_ort.InferenceSession_with_device
+    assert lib_ort.InferenceSession_with_device.__name__ == "InferenceSession_with_device"
+    sess = facemesh_module.FaceMesh(lib_ort.get_cpu_device_info())._sess
+    assert _describe(sess) == (2, "0")
+    dp.uninstall()
+    assert facemesh_module.InferenceSession_with_device is lib_ort.InferenceSession_with_device
+    assert facemesh_module.InferenceSession_with_device.__module__ == "xlib.onnxruntime.InferenceSession"
+
+
+def test_session_cache_is_keyed_on_provider_not_device_equality(standin, shared_models, caplog):
+    dp.install(_quiet(), propagate=False)
+    from xlib.onnxruntime import InferenceSession_with_device, ORTDeviceInfo, get_cpu_device_info
+
+    path = str(shared_models / "yunet_n_320_320.onnx")
+    first = InferenceSession_with_device(path, get_cpu_device_info())
+    assert InferenceSession_with_device(path, get_cpu_device_info()) is first
+    cuda0 = ORTDeviceInfo(0, "CUDAExecutionProvider", "GPU", 1, 1)
+    dml0 = ORTDeviceInfo(0, "DmlExecutionProvider", "GPU", 1, 1)
+    assert cuda0 == dml0  # DFL's equality ignores the provider ...
+    with caplog.at_level(logging.WARNING, logger="dfl_perf.adapters.deepfacelive"):
+        on_cuda = InferenceSession_with_device(path, cuda0)
+        on_dml = InferenceSession_with_device(path, dml0)
+    assert on_cuda is not on_dml and on_cuda is not first  # ... the cache does not
+    records = dp.session_records()
+    assert [r.cached for r in records] == [False, True, False, False]
+    assert [r.requested_provider for r in records[2:]] == ["CUDAExecutionProvider", "DmlExecutionProvider"]
+
+
+def test_missing_cuda_falls_back_to_cpu_with_a_warning(standin, dfm_files, caplog):
+    from modelhub.DFLive.DFMModel import DFMModel
+    from xlib.onnxruntime import ORTDeviceInfo
+
+    gpu = ORTDeviceInfo(0, "CUDAExecutionProvider", "GeForce", 8 << 30, 8 << 30)
+    with pytest.raises(Exception, match="CUDAExecutionProvider"):
+        DFMModel(dfm_files["plain"], gpu)  # DFL's own factory kills the module
+
+    dp.install(_quiet(), propagate=False)
+    with caplog.at_level(logging.WARNING, logger="dfl_perf.adapters.deepfacelive"):
+        model = DFMModel(dfm_files["plain"], gpu)
+    assert model._sess.get_providers() == ["CPUExecutionProvider"]
+    assert "CUDAExecutionProvider is not available" in caplog.text and "on CPU instead" in caplog.text
+    assert "CUDAExecutionProvider" in dp.session_records()[-1].fallback_reason
+    celeb, celeb_mask, face_mask = model.convert(np.zeros((64, 64, 3), np.uint8))
+    assert celeb.shape == (1, 64, 64, 3) and face_mask.shape == (1, 64, 64, 1)
+
+    dp.install(_quiet(cpu_fallback=False), propagate=False)
+    with pytest.raises(Exception, match="CUDAExecutionProvider is not available.*cpu_fallback is off"):
+        DFMModel(dfm_files["plain"], gpu)
+
+
+def test_factory_accepts_bytes_and_model_proto(standin, dfm_files):
+    import onnx
+
+    dp.install(_quiet(), propagate=False)
+    from xlib.onnxruntime import InferenceSession_with_device, get_cpu_device_info
+
+    proto = onnx.load(dfm_files["plain"])
+    from_proto = InferenceSession_with_device(proto, get_cpu_device_info())
+    from_bytes = InferenceSession_with_device(proto.SerializeToString(), get_cpu_device_info())
+    assert from_bytes is from_proto  # same content, same cache entry
+    assert from_proto.get_inputs()[0].name == "in_face:0"
+
+
+def test_factory_rejects_bad_input_with_clear_errors(standin, tmp_path):
+    dp.install(_quiet(), propagate=False)
+    from xlib.onnxruntime import InferenceSession_with_device, get_cpu_device_info
+
+    missing = tmp_path / "nope.onnx"
+    with pytest.raises(FileNotFoundError, match="nope.onnx"):
+        InferenceSession_with_device(str(missing), get_cpu_device_info())
+    with pytest.raises(TypeError, match="ORTDeviceInfo"):
+        InferenceSession_with_device(str(missing), "cpu")
+    with pytest.raises(TypeError, match="path, model bytes or onnx.ModelProto"):
+        InferenceSession_with_device(42, get_cpu_device_info())
+
+
+def test_optimized_model_disk_cache_is_reused_and_survives_corruption(standin, shared_models, tmp_path, caplog):
+    from xlib.onnxruntime import get_cpu_device_info
+
+    from dfl_perf.adapters.deepfacelive.factory import make_session_factory
+
+    config = DFLConfig(cache_dir=str(tmp_path), lazy_imports=())
+    path = str(shared_models / "yunet_n_320_320.onnx")
+    first = make_session_factory(config)
+    first(path, get_cpu_device_info())
+    written = first.dfl_perf_state.records[-1].optimized_model
+    assert written and Path(written).is_file() and Path(written).parent.parent == tmp_path
+    assert not list(tmp_path.rglob("*.partial"))
+
+    second = make_session_factory(config)  # a new process in DFL terms (restart)
+    sess = second(path, get_cpu_device_info())
+    assert second.dfl_perf_state.records[-1].optimized_model == written
+    assert len(sess.run(None, {"input": np.zeros((1, 3, 320, 320), np.float32)})) == 12
+
+    Path(written).write_bytes(b"not a model")
+    third = make_session_factory(config)
+    with caplog.at_level(logging.WARNING, logger="dfl_perf.adapters.deepfacelive"):
+        third(path, get_cpu_device_info())
+    assert "unusable optimized-model cache" in caplog.text
+    assert Path(written).stat().st_size > 1000  # rebuilt
+
+
+def test_config_round_trip_and_validation():
+    config = DFLConfig(intra_op_threads=3, meter_dir="/tmp/x", lazy_imports=["onnx"])
+    assert DFLConfig.from_json(config.to_json()) == config
+    assert config.threads_per_session() == 3
+    assert DFLConfig(model_processes=1000).threads_per_session() == 1
+    with pytest.raises(ValueError, match="unknown dfl_perf DFL config keys"):
+        DFLConfig.from_json('{"threads": 2}')
+    with pytest.raises(ValueError, match="cudnn_conv_algo_search"):
+        DFLConfig(cudnn_conv_algo_search="FAST")
+    with pytest.raises(ValueError, match="model_processes"):
+        DFLConfig(model_processes=0)
+
+
+# ----------------------------------------------------------------------------------------- DFM path
+
+def _dfl_inputs():
+    rng = np.random.RandomState(0)
+    return [
+        rng.randint(0, 256, (64, 64, 3)).astype(np.uint8),          # aligned face, no resize
+        rng.randint(0, 256, (90, 70, 3)).astype(np.uint8),          # resize both ways
+        rng.rand(50, 50, 3).astype(np.float32),                     # float in, float out
+        rng.randint(0, 256, (80, 80)).astype(np.uint8),             # HW grey -> 3 channels
+        rng.randint(0, 256, (2, 64, 64, 3)).astype(np.uint8),       # NHWC batch
+        rng.randint(0, 256, (70, 70, 4)).astype(np.uint8),          # 4 channels -> 3
+    ]
+
+
+@pytest.mark.parametrize("kind", ["plain", "amp"])
+def test_fast_convert_returns_what_dfl_returns(standin, dfm_files, kind, no_thread_leak):
+    from modelhub.DFLive.DFMModel import DFMModel
+
+    model = DFMModel(dfm_files[kind])
+    expected = [model.convert(img, 0.3) for img in _dfl_inputs()]
+    dp.install(_quiet(), propagate=False)
+    assert DFMModel.convert.__module__ == "dfl_perf.adapters.deepfacelive.dfm"
+    got = [model.convert(img, 0.3) for img in _dfl_inputs()]
+    for want, have in zip(expected, got):
+        for a, b in zip(want, have):
+            assert a.shape == b.shape and a.dtype == b.dtype
+            tolerance = 1 if a.dtype == np.uint8 else 1.0 / 255
+            assert np.abs(a.astype(np.float64) - b).max() <= tolerance
+    if kind == "amp":  # morph_factor reaches the model
+        a = model.convert(_dfl_inputs()[0], 0.0)[0]
+        b = model.convert(_dfl_inputs()[0], 1.0)[0]
+        assert np.abs(a.astype(int) - b).max() > 0
+    dp.uninstall()
+    assert DFMModel.convert.__module__ == "modelhub.DFLive.DFMModel"
+    assert not hasattr(DFMModel, "convert_batch")
+
+
+def test_fast_convert_results_belong_to_the_caller(standin, dfm_files):
+    from modelhub.DFLive.DFMModel import DFMModel
+
+    dp.install(_quiet(), propagate=False)
+    model = DFMModel(dfm_files["plain"])
+    first = model.convert(_dfl_inputs()[0])
+    kept = [a.copy() for a in first]
+    model.convert(_dfl_inputs()[1][:64, :64])  # DFL's two-pass mode keeps pass one's face_mask
+    for a, b in zip(first, kept):
+        assert np.array_equal(a, b)
+    with pytest.raises(TypeError, match="uint8 or float32"):
+        model.convert(np.zeros((64, 64, 3), np.float64))
+    with pytest.raises(ValueError, match="HW, HWC or NHWC"):
+        model.convert(np.zeros((1, 1, 64, 64, 3), np.uint8))
+
+
+def test_convert_batch_matches_one_face_at_a_time(standin, dfm_files):
+    from modelhub.DFLive.DFMModel import DFMModel
+
+    model = DFMModel(dfm_files["amp"])
+    faces = _dfl_inputs()[:3]
+    expected = [model.convert(face, 0.6) for face in faces]
+    dp.install(_quiet(), propagate=False)
+    got = model.convert_batch(faces, 0.6)
+    assert len(got) == 3
+    again = dp.convert_faces(model, faces, 0.6)
+    assert all(np.array_equal(a, b) for x, y in zip(got, again) for a, b in zip(x, y))
+    for want, have in zip(expected, got):
+        for a, b in zip(want, have):
+            assert a.shape == b.shape and a.dtype == b.dtype
+            assert np.abs(a.astype(np.float64) - b).max() <= (1 if a.dtype == np.uint8 else 1.0 / 255)
+    with pytest.raises(ValueError, match="non-empty list"):
+        model.convert_batch([])
+
+
+def test_fast_path_steps_aside_for_a_model_it_cannot_bind(standin, shared_models, caplog):
+    from modelhub.DFLive.DFMModel import DFMModel
+    from xlib.onnxruntime import InferenceSession_with_device, get_cpu_device_info
+
+    model = DFMModel.__new__(DFMModel)  # a DFMModel whose session breaks the DFM contract
+    model._sess = InferenceSession_with_device(str(shared_models / "yunet_n_320_320.onnx"), get_cpu_device_info())
+    model._input_width = model._input_height = 64
+    model._model_type = 1
+    dp.install(_quiet(), propagate=False)
+    with caplog.at_level(logging.WARNING, logger="dfl_perf.adapters.deepfacelive"), pytest.raises(Exception, match="in_face"):
+        model.convert(np.zeros((64, 64, 3), np.uint8))  # DFL's own convert runs, and fails like DFL's
+    assert "fast DFM path off" in caplog.text
+
+
+# ---------------------------------------------------------------------------------------------- meter
+
+def _worker_with_inbox(items):
+    import queue
+
+    from apps.DeepFaceLive.backend.BackendBase import BackendConnection, BackendWorker
+
+    class SlowWorker(BackendWorker):
+        def process(self, bcd):
+            import time
+
+            time.sleep(0.01)
+            return bcd
+
+    inbox = BackendConnection.__new__(BackendConnection)
+    inbox._queue = queue.Queue()
+    outbox = BackendConnection.__new__(BackendConnection)
+    outbox._queue = queue.Queue()
+    for item in items:
+        inbox._queue.put(item)
+    messages = queue.Queue()
+    return SlowWorker(messages, inbox, outbox, {}), messages
+
+
+def _drain(messages):
+    out = []
+    while not messages.empty():
+        out.append(messages.get_nowait())
+    return out
+
+
+def test_meter_replaces_dfl_profile_timing(standin, tmp_path, no_thread_leak):
+    import apps.DeepFaceLive.backend.BackendBase as base
+
+    original_stop = base.BackendWorker.stop_profile_timing
+    dp.install(_quiet(meter_dir=str(tmp_path)), propagate=False)
+    worker, messages = _worker_with_inbox([{"id": i} for i in range(12)])
+    for _ in range(15):  # the last ticks find no input: no frame counted
+        worker.on_tick()
+    timings = [args[0] for _, name, args in _drain(messages) if name == "_profile_timing"]
+    assert len(timings) == 12
+    meter = worker._dfl_perf_meter
+    summary = meter.monitor.summary()
+    assert summary["frames"] == 12
+    assert 0.009 <= summary["stages"]["process"]["p50"] < 0.1  # the 10 ms of work, not the read wait
+    assert summary["fps"] > 0 and abs(timings[-1] - 1.0 / meter.monitor.fps()) < 0.5 * timings[-1]
+    path = meter.flush()
+    assert path == tmp_path / ("SlowWorker-%d.json" % os.getpid())
+    dp.uninstall()
+    assert base.BackendWorker.stop_profile_timing is original_stop
+
+
+def test_meter_view_of_all_modules(tmp_path):
+    from dfl_perf.adapters.deepfacelive.meter import ModuleMeter
+
+    clock = [0.0]
+    for name, seconds in (("FaceDetectorWorker", 0.005), ("FaceSwapDFMWorker", 0.02)):
+        meter = ModuleMeter(name, tmp_path, clock=lambda: clock[0])
+        for _ in range(10):
+            meter.begin()
+            clock[0] += seconds
+            meter.end()
+        meter.close()
+    view = dp.collect_meter(tmp_path)
+    assert sorted(view["modules"]) == ["FaceDetectorWorker", "FaceSwapDFMWorker"]
+    assert abs(view["modules"]["FaceSwapDFMWorker"]["summary"]["stages"]["process"]["p50"] - 0.02) < 1e-9
+    csv_text = dp.write_meter_view(tmp_path, tmp_path / "all.csv", "csv")
+    assert csv_text.splitlines()[0].startswith("module,pid,fps")
+    assert (tmp_path / "all.csv").read_text() == csv_text
+    prom = dp.write_meter_view(tmp_path, fmt="prometheus")
+    assert 'dfl_perf_frames_total{module="FaceDetectorWorker"} 10' in prom
+    assert json.loads(dp.write_meter_view(tmp_path))["modules"]["FaceDetectorWorker"]["module"] == "FaceDetectorWorker"
+    with pytest.raises(ValueError, match="unknown meter view format"):
+        dp.write_meter_view(tmp_path, fmt="xml")
+    with pytest.raises(FileNotFoundError, match="meter folder not found"):
+        dp.collect_meter(tmp_path / "missing")
+
+
+# ------------------------------------------------------------------------------------ deferred imports
+
+def test_deferred_module_runs_only_when_used(tmp_path, monkeypatch):
+    package = tmp_path / "dflperf_lazy_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("import os\nos.environ['DFLPERF_LAZY_RAN'] = '1'\nVALUE = 7\n")
+    (package / "sub.py").write_text("from dflperf_lazy_pkg import VALUE\nDOUBLE = VALUE * 2\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("DFLPERF_LAZY_RAN", raising=False)
+    hook = ImportHook({}, lazy=["dflperf_lazy_pkg"])
+    sys.meta_path.insert(0, hook)
+    try:
+        import dflperf_lazy_pkg
+        import dflperf_lazy_pkg as again  # a second import must not run it (the stdlib LazyLoader would)
+        assert again is dflperf_lazy_pkg and "DFLPERF_LAZY_RAN" not in os.environ
+        assert not is_module_loaded("dflperf_lazy_pkg")
+        assert dflperf_lazy_pkg.VALUE == 7 and os.environ["DFLPERF_LAZY_RAN"] == "1"
+        assert is_module_loaded("dflperf_lazy_pkg")
+        del sys.modules["dflperf_lazy_pkg"]
+        monkeypatch.delenv("DFLPERF_LAZY_RAN")
+        from dflperf_lazy_pkg import sub  # a submodule first: the package runs before it
+
+        assert sub.DOUBLE == 14 and os.environ["DFLPERF_LAZY_RAN"] == "1"
+    finally:
+        remove_hooks([hook])
+        for name in [n for n in sys.modules if n.startswith("dflperf_lazy_pkg")]:
+            del sys.modules[name]
+
+
+# ------------------------------------------------------------------- launcher and spawned DFL workers
+
+def _standin_settings(folder: Path, dfm_path: str, frames: int = 6) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "standin_settings.json").write_text(json.dumps({"frames": frames, "warmup": 1, "dfm_path": dfm_path}))
+    return folder
+
+
+def _run(cmd, shared_models, cwd=REPO, timeout=150):
+    env = dict(os.environ, DFL_STANDIN_MODELS=str(shared_models))
+    for name in (CONFIG_ENV, "ORT_DEVICES_INITIALIZED", "ORT_DEVICES_COUNT", "PYTHONPATH"):
+        env.pop(name, None)
+    done = subprocess.run(cmd, cwd=str(cwd), env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def _report(userdata: Path):
+    report = json.loads((userdata / "standin_report.json").read_text())
+    assert report["exit_codes"] == [0, 0, 0, 0, 0] and report["frames"] >= 1
+    return report
+
+
+MODEL_WORKERS = ("FaceDetectorWorker", "FaceMarkerWorker", "FaceSwapDFMWorker")
+IDLE_WORKERS = ("FileSourceWorker", "StreamOutputWorker")
+
+
+@pytest.mark.timeout(200)
+def test_zero_edit_launch_patches_every_spawned_worker(tmp_path, shared_models, dfm_files):
+    userdata = _standin_settings(tmp_path / "userdata", dfm_files["plain"])
+    meter_dir = tmp_path / "meter"
+    cmd = [sys.executable, "-m", "dfl_perf.adapters.deepfacelive", "--meter-dir", str(meter_dir),
+           "--cache-dir", str(tmp_path / "cache"), str(STANDIN / "main.py"), "run", "DeepFaceLive",
+           "--userdata-dir", str(userdata)]
+    _run(cmd, shared_models)
+    report = _report(userdata)
+    pids = {report["main"]["pid"]}
+    for name in MODEL_WORKERS:
+        worker = report["workers"][name]
+        pids.add(worker["pid"])
+        assert worker["sessions"], name
+        for sess in worker["sessions"]:
+            assert sess["intra_op_num_threads"] == EXPECTED_THREADS and sess["allow_spinning"] == "0", (name, sess)
+        assert worker["onnxruntime_loaded"], name
+    for name in IDLE_WORKERS:  # workers that never run a model never load onnxruntime or onnx
+        worker = report["workers"][name]
+        pids.add(worker["pid"])
+        assert not worker["onnxruntime_loaded"] and not worker["onnx_loaded"], (name, worker)
+    assert len(pids) == 6  # five spawned workers and the main process, all distinct
+    for where in [report["main"]] + list(report["workers"].values()):
+        assert where["factory_module"] == "dfl_perf.adapters.deepfacelive.factory"
+        assert where["facemesh_factory_module"] == "dfl_perf.adapters.deepfacelive.factory"
+        assert where["dfm_convert_module"] == "dfl_perf.adapters.deepfacelive.dfm"
+        assert where["cuda_cache_maxsize"] == "2147483647"
+    view = dp.collect_meter(meter_dir)
+    assert set(view["modules"]) == set(MODEL_WORKERS)
+    assert all(view["modules"][n]["summary"]["frames"] == report["frames"] for n in MODEL_WORKERS)
+    # DFL's UI message now carries 1 / measured throughput
+    assert all(len(report["profile_timing"][n]) == report["frames"] for n in MODEL_WORKERS)
+
+
+@pytest.mark.timeout(200)
+def test_without_dfl_perf_the_standin_behaves_like_dfl(tmp_path, shared_models, dfm_files):
+    userdata = _standin_settings(tmp_path / "userdata", dfm_files["plain"], frames=3)
+    _run([sys.executable, str(STANDIN / "main.py"), "run", "DeepFaceLive", "--userdata-dir", str(userdata)],
+         shared_models)
+    report = _report(userdata)
+    for name in MODEL_WORKERS:
+        assert report["workers"][name]["sessions"][0]["intra_op_num_threads"] == 0
+        assert report["workers"][name]["sessions"][0]["allow_spinning"] is None
+    for name in IDLE_WORKERS:
+        assert report["workers"][name]["onnxruntime_loaded"]
+    assert report["main"]["factory_module"] == "xlib.onnxruntime.InferenceSession"
+
+
+@pytest.mark.timeout(200)
+def test_one_line_install_in_main_py_reaches_spawned_workers(tmp_path, shared_models, dfm_files):
+    main_py = tmp_path / "main.py"
+    main_py.write_text(
+        "import sys\nsys.path[:0] = [%r, %r]\n" % (str(STANDIN), str(REPO))
+        + "import dfl_perf.adapters.deepfacelive as dp; dp.install(dp.DFLConfig(intra_op_threads=1))\n"
+        + (STANDIN / "main.py").read_text())
+    userdata = _standin_settings(tmp_path / "userdata", dfm_files["plain"], frames=3)
+    _run([sys.executable, str(main_py), "run", "DeepFaceLive", "--userdata-dir", str(userdata)], shared_models)
+    report = _report(userdata)
+    for name in MODEL_WORKERS:
+        assert report["workers"][name]["sessions"][0]["intra_op_num_threads"] == 1
+        assert report["workers"][name]["sessions"][0]["allow_spinning"] == "0"
+    assert report["workers"]["FaceSwapDFMWorker"]["dfm_convert_module"] == "dfl_perf.adapters.deepfacelive.dfm"
+
+
+@pytest.mark.timeout(60)
+def test_sitecustomize_chains_to_the_one_it_hides(tmp_path, shared_models):
+    other = tmp_path / "other_site"
+    other.mkdir()
+    marker = tmp_path / "marker.txt"
+    (other / "sitecustomize.py").write_text("open(%r, 'w').write('ran')\n" % str(marker))
+    probe = textwrap.dedent("""
+        import sys
+        import dfl_perf.adapters.deepfacelive as dp
+        print(dp.is_installed(), 'xlib' in sys.modules)
+    """)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([SITE_DIR, str(other)]),
+               **{CONFIG_ENV: DFLConfig(lazy_imports=()).to_json()})
+    done = subprocess.run([sys.executable, "-c", probe], cwd=str(tmp_path), env=env, capture_output=True,
+                          text=True, timeout=50)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "False"]
+    assert marker.read_text() == "ran"
+
+
+def test_dfl_main_arguments(tmp_path, capsys):
+    from dfl_perf.adapters.deepfacelive.launcher import _parser, config_from_args
+
+    args = _parser().parse_args(["--threads", "2", "--no-fast-dfm", "--meter-dir", "m", "main.py", "run", "X", "--k"])
+    config = config_from_args(args)
+    assert config.intra_op_threads == 2 and not config.fast_dfm and os.path.isabs(config.meter_dir)
+    assert args.dfl_args == ["run", "X", "--k"]
+    assert dp.dfl_main([str(tmp_path / "missing_main.py"), "run"]) == 2
+    assert "main.py not found" in capsys.readouterr().err
+    assert dp.dfl_main(["meter", str(tmp_path / "nothing")]) == 2
+    script = tmp_path / "exits.py"
+    script.write_text("import sys\nassert sys.argv[1:] == ['a', 'b']\nsys.exit(3)\n")
+    assert dp.dfl_main([str(script), "a", "b"]) == 3
+    assert not dp.is_installed()
