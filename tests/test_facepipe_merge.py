@@ -123,3 +123,24 @@ def test_bad_arguments():
         merge_face(frame, good_celeb, np.ones((100, 100), np.float32), M)
     with pytest.raises(ValueError, match="out must be"):
         merge_face(frame, good_celeb, good_mask, M, out=np.zeros((10, 10, 3), np.uint8))
+
+
+def test_matches_a_full_frame_blend():
+    """Blending only under the mask's bounding box equals the same blend done over the whole frame."""
+    frame = _frame(6)
+    M = _matrix(350, 220, angle=0.4)
+    # a smooth face: the warp's fixed-point coordinates (1/32 px) differ between a rectangle and the
+    # whole frame, which moves sharp noise by several levels but a smooth image by at most one
+    celeb = cv2.resize(np.random.RandomState(2).rand(8, 8, 3).astype(np.float32), (RES, RES))
+    mask = np.zeros((RES, RES), np.float32)
+    mask[90:150, 70:130] = 1.0  # a small mask: the tight rectangle is much smaller than the crop's
+    ours = merge_face(frame, celeb, mask, M)
+    h, w = frame.shape[:2]
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    face = cv2.warpAffine(cv2.convertScaleAbs(celeb, alpha=255.0), M, (w, h), flags=flags)
+    alpha = cv2.warpAffine(feather_mask(mask), M, (w, h), flags=flags)
+    reference = cv2.blendLinear(face, frame, alpha, 1.0 - alpha)
+    assert np.abs(ours.astype(int) - reference.astype(int)).max() <= 1
+    changed = alpha > 0
+    np.testing.assert_array_equal(ours[~changed], frame[~changed])
+    assert changed.sum() > 1000

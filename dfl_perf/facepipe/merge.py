@@ -1,8 +1,9 @@
 """Merge a swapped face back into the frame: feathered mask, inverse warp, blend.
 
 Footprint: DFL's FaceMerger turns the *whole frame* into float32 and warps the face and mask into
-full-frame float32 buffers (about 4 x 24.9 MB allocations per 1080p frame). Here only the face's
-bounding rectangle in the frame is warped and blended (uint8 face and float32 weights through
+full-frame float32 buffers (about 4 x 24.9 MB allocations per 1080p frame). Here only the frame
+rectangle under the mask's non-zero part (its bounding box in the crop, mapped to the frame) is
+warped and blended (uint8 face and float32 weights through
 ``cv2.blendLinear``: a few hundred KB for a typical face); the rest of the frame is copied as uint8,
 or not touched at all with ``out=frame``. The celeb face is quantised to uint8 in crop space before
 the warp, so results differ from a float32 blend by at most one level.
@@ -54,10 +55,13 @@ def feather_mask(mask: np.ndarray, erode: int = 5, blur: int = 25) -> np.ndarray
     return m
 
 
-def face_rect(M: np.ndarray, resolution: int, frame_shape: Sequence[int]) -> Optional[Tuple[int, int, int, int]]:
-    """The frame rectangle (x0, y0, x1, y1) covered by the aligned crop of matrix ``M``; None if outside."""
-    r = float(resolution)
-    corners = transform_points(np.array([[0, 0], [r, 0], [0, r], [r, r]]), invert_affine(M))
+def face_rect(M: np.ndarray, resolution: int, frame_shape: Sequence[int],
+              crop_box: Optional[Tuple[float, float, float, float]] = None) -> Optional[Tuple[int, int, int, int]]:
+    """The frame rectangle (x0, y0, x1, y1) covered by the aligned crop of matrix ``M`` (or by the
+    part ``crop_box`` (x0, y0, x1, y1) of it); None when it misses the frame."""
+    bx0, by0, bx1, by1 = crop_box if crop_box is not None else (0.0, 0.0, float(resolution), float(resolution))
+    corners = transform_points(np.array([[bx0, by0], [bx1, by0], [bx0, by1], [bx1, by1]], dtype=np.float64),
+                               invert_affine(M))
     h, w = int(frame_shape[0]), int(frame_shape[1])
     x0 = max(0, int(np.floor(corners[:, 0].min())))
     y0 = max(0, int(np.floor(corners[:, 1].min())))
@@ -114,7 +118,13 @@ def _blend_one(out: np.ndarray, celeb: np.ndarray, mask: np.ndarray, M: np.ndarr
         raise ValueError("celeb must be (res, res, 3) float32 0..1 or uint8, got %s %s" % (celeb.shape, celeb.dtype))
     if np.shape(mask)[:2] != (res, res):
         raise ValueError("mask must be (%d, %d[, 1]) like the celeb face, got %s" % (res, res, np.shape(mask)))
-    rect = face_rect(M, res, out.shape)
+    alpha_crop = feather_mask(mask, erode, blur)
+    # blend only where the mask is not 0: its bounding box in the crop (+1 px for the bilinear
+    # warp's reach), mapped to the frame; outside it the warped mask is exactly 0
+    bx, by, bw, bh = cv2.boundingRect((alpha_crop > 0).view(np.uint8))
+    if bw == 0 or bh == 0:
+        return
+    rect = face_rect(M, res, out.shape, (bx - 1.0, by - 1.0, bx + bw + 1.0, by + bh + 1.0))
     if rect is None:
         return
     x0, y0, x1, y1 = rect
@@ -126,7 +136,7 @@ def _blend_one(out: np.ndarray, celeb: np.ndarray, mask: np.ndarray, M: np.ndarr
     if celeb.dtype == np.float32:  # quantise in crop space (res x res), cheaper than in the frame
         celeb = cv2.convertScaleAbs(celeb, alpha=255.0)
     face = cv2.warpAffine(celeb, to_rect, size, flags=flags, borderMode=cv2.BORDER_CONSTANT)
-    alpha = cv2.warpAffine(feather_mask(mask, erode, blur), to_rect, size, flags=flags,
+    alpha = cv2.warpAffine(alpha_crop, to_rect, size, flags=flags,
                            borderMode=cv2.BORDER_CONSTANT)
     roi = out[y0:y1, x0:x1]
     # (face * a + roi * (1 - a)) / (1 + 1e-5), rounded: outside the mask (a = 0) the frame is unchanged
