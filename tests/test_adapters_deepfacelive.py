@@ -221,30 +221,35 @@ def test_factory_rejects_bad_input_with_clear_errors(standin, tmp_path):
         InferenceSession_with_device(42, get_cpu_device_info())
 
 
-def test_optimized_model_disk_cache_is_reused_and_survives_corruption(standin, shared_models, tmp_path, caplog):
+def test_optimized_model_disk_cache_is_reused_across_processes(standin, shared_models, cache_dir):
     from xlib.onnxruntime import get_cpu_device_info
 
     from dfl_perf.adapters.deepfacelive.factory import make_session_factory
 
-    config = DFLConfig(cache_dir=str(tmp_path), lazy_imports=())
+    config = DFLConfig(lazy_imports=())  # optimized-model cache on (the default)
     path = str(shared_models / "yunet_n_320_320.onnx")
     first = make_session_factory(config)
     first(path, get_cpu_device_info())
-    written = first.dfl_perf_state.records[-1].optimized_model
-    assert written and Path(written).is_file() and Path(written).parent.parent == tmp_path
-    assert not list(tmp_path.rglob("*.partial"))
+    assert first.dfl_perf_state.records[-1].disk_cache == "stored"
+    assert list((cache_dir / "optimized").glob("*.onnx"))
 
-    second = make_session_factory(config)  # a new process in DFL terms (restart)
+    second = make_session_factory(config)  # a new DFL worker process (DFL restarts workers on every change)
     sess = second(path, get_cpu_device_info())
-    assert second.dfl_perf_state.records[-1].optimized_model == written
+    assert second.dfl_perf_state.records[-1].disk_cache == "hit"
     assert len(sess.run(None, {"input": np.zeros((1, 3, 320, 320), np.float32)})) == 12
+    assert _describe(sess) == (EXPECTED_THREADS, "0")
 
-    Path(written).write_bytes(b"not a model")
-    third = make_session_factory(config)
-    with caplog.at_level(logging.WARNING, logger="dfl_perf.adapters.deepfacelive"):
-        third(path, get_cpu_device_info())
-    assert "unusable optimized-model cache" in caplog.text
-    assert Path(written).stat().st_size > 1000  # rebuilt
+
+def test_install_points_the_disk_cache_at_cache_dir(monkeypatch, tmp_path):
+    from dfl_perf.paths import CACHE_DIR_ENV, user_cache_dir
+
+    monkeypatch.delenv(CACHE_DIR_ENV, raising=False)
+    dp.install(_quiet(cache_dir=str(tmp_path)), propagate=False)
+    try:
+        assert user_cache_dir() == tmp_path
+    finally:
+        dp.uninstall()
+    assert CACHE_DIR_ENV not in os.environ
 
 
 def test_config_round_trip_and_validation():

@@ -118,6 +118,10 @@ def install(config: Optional[DFLConfig] = None, propagate: bool = True) -> DFLCo
         state = _Installed(config)
         if config.cuda_cache_maxsize is not None and not os.environ.get("CUDA_CACHE_MAXSIZE"):
             state.set_env("CUDA_CACHE_MAXSIZE", str(int(config.cuda_cache_maxsize)))
+        if config.cache_dir:
+            from dfl_perf.paths import CACHE_DIR_ENV
+
+            state.set_env(CACHE_DIR_ENV, os.path.abspath(config.cache_dir))
         targets = _targets(state)
         state.hook = ImportHook(targets, lazy=[n for n in config.lazy_imports if n not in sys.modules])
         sys.meta_path.insert(0, state.hook)

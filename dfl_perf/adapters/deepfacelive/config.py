@@ -34,7 +34,8 @@ class DFLConfig:
     - ``cudnn_conv_algo_search``: CUDA convolution search (``HEURISTIC`` avoids the slow first run).
     - ``tensorrt``: put TensorRT (with its engine cache) before CUDA when it is installed.
     - ``optimized_model_cache``: save and reuse onnxruntime's optimized graph on disk.
-    - ``cache_dir``: disk cache folder (default: dfl_perf's user cache dir).
+    - ``cache_dir``: disk cache folder for this process and its workers (``install`` sets
+      ``DFL_PERF_CACHE_DIR``; default: dfl_perf's user cache dir).
     - ``cache_sessions``: reuse a session within a process for the same model and device.
     - ``cuda_cache_maxsize``: value for the real ``CUDA_CACHE_MAXSIZE`` (None: leave it alone).
     - ``fast_dfm``: replace ``DFMModel.convert`` with the pooled-buffer path.
@@ -74,9 +75,9 @@ class DFLConfig:
         """Intra-op threads for one session: the explicit value, else the CPU budget split over the model processes."""
         if self.intra_op_threads is not None:
             return int(self.intra_op_threads)
-        from dfl_perf.devices import cpu_budget
+        from dfl_perf.sessions import SessionConfig
 
-        return max(1, cpu_budget() // int(self.model_processes))
+        return SessionConfig.for_pipeline(int(self.model_processes))[0].intra_op_threads
 
     def to_json(self) -> str:
         """The settings as a JSON object string."""

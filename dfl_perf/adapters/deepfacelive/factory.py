@@ -3,9 +3,9 @@
 ``make_session_factory(config)`` returns a function with DFL's signature
 ``InferenceSession_with_device(onnx_model_or_path, device_info) -> onnxruntime.InferenceSession`` that
 
-- builds sessions with tuned options (CPU: an intra-op thread budget shared across DFL's model
-  processes and spinning off; CUDA: HEURISTIC cuDNN search; optional TensorRT with its engine cache;
-  an optimized-model disk cache),
+- builds sessions through ``dfl_perf.sessions`` with tuned options (CPU: an intra-op thread budget
+  shared across DFL's model processes and spinning off; CUDA: HEURISTIC cuDNN search; optional
+  TensorRT with its engine cache; the optimized-model disk cache shared by all processes),
 - caches sessions per process on (model identity, provider, device index, threads), never on
   ``ORTDeviceInfo`` equality (which ignores the provider),
 - falls back to CPU with a warning when the requested GPU provider is missing or fails to load.
@@ -18,11 +18,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import platform
 import sys
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from dfl_perf.adapters.deepfacelive._hooks import is_module_loaded
@@ -33,8 +31,6 @@ __all__ = ["make_session_factory", "FactoryState", "SessionRecord", "CPU_PROVIDE
 log = logging.getLogger("dfl_perf.adapters.deepfacelive")
 
 CPU_PROVIDER = "CPUExecutionProvider"
-# providers whose optimized graph onnxruntime can save and reload (not DirectML, not TensorRT)
-_OPTIMIZED_CACHE_PROVIDERS = (CPU_PROVIDER, "CUDAExecutionProvider")
 
 ModelSource = Union[str, bytes]
 
@@ -50,7 +46,7 @@ class SessionRecord:
     intra_op_threads: int
     cached: bool
     fallback_reason: Optional[str] = None
-    optimized_model: Optional[str] = None
+    disk_cache: str = "off"
 
 
 @dataclass
@@ -148,106 +144,68 @@ def _build(config: DFLConfig, source: ModelSource, model_key: Tuple[Any, ...], l
             problem = "%s is not available in this onnxruntime (available: %s)" % (ep, ", ".join(available))
         else:
             try:
-                sess, optimized = _create_session(config, source, model_key, _providers(config, ep, index, available),
-                                                  ep, threads)
-            except Exception as exc:  # a CUDA/cuDNN DLL that fails to load surfaces here
-                problem = "%s failed to load: %s" % (ep, str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
+                info = _create_session(config, source, _providers(config, ep, index, available), threads)
+            except Exception as exc:
+                if not _is_provider_failure(exc):
+                    raise
+                problem = "%s failed to load: %s" % (ep, _first_line(exc))
             else:
-                if ep in sess.get_providers():
-                    return sess, SessionRecord(label, ep, index, list(sess.get_providers()), threads, False, None,
-                                               optimized)
-                problem = "%s failed to load (onnxruntime fell back to %s)" % (ep, ", ".join(sess.get_providers()))
+                return info.session, _record(info, label, ep, index, threads, None)
         if not config.cpu_fallback:
             raise Exception("%s for %s; check the CUDA/cuDNN install or choose the CPU device"
                             " (dfl_perf cpu_fallback is off)" % (problem, label))
         log.warning("dfl_perf: %s; running %s on CPU instead (set cpu_fallback=False to fail instead)", problem, label)
-    sess, optimized = _create_session(config, source, model_key, [(CPU_PROVIDER, {})], CPU_PROVIDER, threads)
-    return sess, SessionRecord(label, ep, index, list(sess.get_providers()), threads, False, problem, optimized)
+    info = _create_session(config, source, [(CPU_PROVIDER, {})], threads)
+    return info.session, _record(info, label, ep, index, threads, problem)
+
+
+def _record(info: Any, label: str, ep: str, index: int, threads: int, problem: Optional[str]) -> SessionRecord:
+    return SessionRecord(label, ep, index, list(info.providers), threads, False, problem, info.disk_cache)
+
+
+def _is_provider_failure(exc: BaseException) -> bool:
+    """A provider that is missing or fails to start, as opposed to a model that cannot load anywhere."""
+    from dfl_perf.sessions import ModelLoadError, ProviderError
+
+    return isinstance(exc, ProviderError) or type(exc) is ModelLoadError
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _providers(config: DFLConfig, ep: str, index: int, available: List[str]) -> List[Tuple[str, Dict[str, str]]]:
     from dfl_perf.devices import default_provider_options
 
-    options = default_provider_options(ep, max(index, 0), _cache_dir(config) / "tensorrt")
+    options = default_provider_options(ep, max(index, 0))
     if ep == "CUDAExecutionProvider":
         options["cudnn_conv_algo_search"] = config.cudnn_conv_algo_search
     providers = [(ep, options)]
     if ep == "CUDAExecutionProvider" and config.tensorrt and "TensorrtExecutionProvider" in available:
-        trt = default_provider_options("TensorrtExecutionProvider", max(index, 0), _cache_dir(config) / "tensorrt")
-        providers.insert(0, ("TensorrtExecutionProvider", trt))
+        providers.insert(0, ("TensorrtExecutionProvider", default_provider_options("TensorrtExecutionProvider",
+                                                                                   max(index, 0))))
     return providers
 
 
 # ------------------------------------------------------------------------------------ session building
 
-def _create_session(config: DFLConfig, source: ModelSource, model_key: Tuple[Any, ...],
-                    providers: List[Tuple[str, Dict[str, str]]], ep: str, threads: int) -> Tuple[Any, Optional[str]]:
-    """Build one session (the single place that calls onnxruntime); returns (session, optimized-cache path)."""
-    import onnxruntime as ort
+def session_config(config: DFLConfig, providers: List[Tuple[str, Dict[str, str]]], threads: int) -> Any:
+    """The ``dfl_perf.sessions.SessionConfig`` for one DFL session (strict: the adapter does the fallback)."""
+    from dfl_perf.sessions import SessionConfig
 
-    options = _session_options(ort, config, ep, threads)
-    cached = None
-    if config.optimized_model_cache and providers[0][0] in _OPTIMIZED_CACHE_PROVIDERS:
-        cached = _optimized_path(config, ort, model_key, ep)
-    if cached is not None and cached.is_file():
-        try:
-            return ort.InferenceSession(str(cached), sess_options=options, providers=providers), str(cached)
-        except Exception as exc:  # stale or corrupt cache entry: drop it and build from the original
-            log.warning("dfl_perf: ignoring unusable optimized-model cache %s (%s)", cached, exc)
-            _remove(cached)
-    partial = None
-    if cached is not None:
-        try:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            log.warning("dfl_perf: optimized-model cache disabled, cannot create %s (%s)", cached.parent, exc)
-            cached = None
-        else:  # written under a per-process name, then renamed: concurrent DFL workers never read half a file
-            partial = cached.with_name("%s.%d.partial" % (cached.name, os.getpid()))
-            options.optimized_model_filepath = str(partial)
-    sess = ort.InferenceSession(source, sess_options=options, providers=providers)
-    if cached is None or partial is None:
-        return sess, None
-    try:
-        os.replace(str(partial), str(cached))
-    except OSError:
-        _remove(partial)
-        return sess, None
-    return sess, str(cached)
+    spinning = None if config.allow_spinning else False
+    base = SessionConfig.tuned(threads=threads, providers=providers)
+    base = base.replace(intra_op_spinning=spinning, inter_op_spinning=spinning,
+                        disk_cache=bool(config.optimized_model_cache), strict=True)
+    if providers[0][0] == "DmlExecutionProvider":
+        base = base.replace(enable_mem_pattern=False)
+    return base
 
 
-def _session_options(ort: Any, config: DFLConfig, ep: str, threads: int) -> Any:
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = int(threads)
-    options.inter_op_num_threads = 1
-    if not config.allow_spinning:
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    if ep == "DmlExecutionProvider":
-        options.enable_mem_pattern = False
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return options
+def _create_session(config: DFLConfig, source: ModelSource, providers: List[Tuple[str, Dict[str, str]]],
+                    threads: int) -> Any:
+    """Build one session (the single place that calls the session builder); returns its ``SessionInfo``."""
+    from dfl_perf.sessions import create_session_with_info
 
-
-def _cache_dir(config: DFLConfig) -> Path:
-    if config.cache_dir:
-        return Path(config.cache_dir)
-    from dfl_perf.paths import user_cache_dir
-
-    return user_cache_dir()
-
-
-def _optimized_path(config: DFLConfig, ort: Any, model_key: Tuple[Any, ...], ep: str) -> Path:
-    """Cache file for the optimized graph: keyed by model, onnxruntime version, provider and machine."""
-    fingerprint = repr((model_key, ort.__version__, ep, platform.machine(), platform.processor(), os.cpu_count()))
-    digest = hashlib.sha1(fingerprint.encode("utf-8")).hexdigest()[:24]
-    return _cache_dir(config) / "optimized" / ("%s.onnx" % digest)
-
-
-def _remove(path: Path) -> None:
-    try:
-        path.unlink()
-    except OSError:
-        pass
+    return create_session_with_info(source, session_config(config, providers, threads))
