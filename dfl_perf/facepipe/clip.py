@@ -58,7 +58,7 @@ def _load_image(image: ImageArg) -> Tuple[np.ndarray, bool]:
     frame = cv2.imread(str(path), cv2.IMREAD_COLOR)  # imread gives BGR, also for an RGB PNG
     if frame is None:
         raise ValueError("cannot read face image %s (not an image OpenCV can decode)" % path)
-    return frame, image is None or path.name == "astronaut.png"
+    return frame, image is None
 
 
 def _detect_face_box(image: np.ndarray) -> Tuple[float, float, float, float]:
