@@ -85,6 +85,20 @@ def test_stage_stats_are_numpy_percentiles_over_the_last_samples():
     assert stats["sum"] == pytest.approx(float(values.sum()), rel=1e-9)
 
 
+@pytest.mark.parametrize("frames", [5, 1024, 1500, 8191, 8192, 8193, 10000, 16384 + 700])
+def test_end_to_end_latency_covers_the_newest_samples(frames):
+    monitor = PerformanceMonitor(samples=1024)
+    latencies = np.random.default_rng(frames).exponential(0.03, frames)
+    for value in latencies:
+        monitor.frame_done(float(value))
+    stats = monitor.summary()["latency"]
+    newest = latencies[-1024:]
+    assert stats["count"] == len(newest) and stats["sum"] == pytest.approx(latencies.sum(), rel=1e-9)
+    for key, q in (("p50", 50), ("p95", 95), ("p99", 99)):
+        assert stats[key] == pytest.approx(float(np.percentile(newest, q)), rel=1e-12)
+    assert stats["max"] == newest.max() and stats["mean"] == pytest.approx(newest.mean(), rel=1e-12)
+
+
 def test_default_window_keeps_at_least_1000_samples():
     monitor = PerformanceMonitor()
     for index in range(3000):

@@ -10,7 +10,7 @@ import time
 from array import array
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Union
 
-from ._stats import SampleRing, describe
+from ._stats import SampleRing, copy_ring, describe, describe_array
 
 __all__ = ["PerformanceMonitor"]
 
@@ -256,13 +256,11 @@ class PerformanceMonitor:
             if now > self._next_roll:
                 self._roll(now)
             fps = self._fps(now)
-            frame_count = frames.latencies.count
-            latency_total = frames.latencies.total
-            latencies = frames.latencies.last(self.samples)
+            latencies, frame_count, latency_total = copy_ring(frames.latencies, self.samples)
             counters = (frames.dropped, frames.late, frames.failed)
             origin = frames.origin
         uptime = now - self._start
-        latency = describe(latencies)
+        latency = describe_array(latencies)
         latency["sum"] = latency_total
         active = (now - origin) if origin is not None else 0.0
         return {
@@ -285,10 +283,8 @@ class PerformanceMonitor:
             rings = list(self._stages.items())
         stats = {}
         for name, ring in rings:
-            with ring.lock:
-                values = ring.last(ring.capacity)
-                count, total = ring.count, ring.total
-            entry = describe(values)
+            values, count, total = copy_ring(ring)
+            entry = describe_array(values)
             entry["window"] = entry["count"]
             entry["count"] = count
             entry["sum"] = total

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
-from ..lazy import lazy_import
-
 __all__ = ["draw_overlay"]
-
-cv2 = lazy_import("cv2")
-np = lazy_import("numpy")
 
 _MB = 1024.0 * 1024.0
 _GB = _MB * 1024.0
 
 
 def _check_frame(frame: Any) -> None:
+    import numpy as np
+
     if not isinstance(frame, np.ndarray):
         raise TypeError("draw_overlay needs a numpy BGR image, got %s" % type(frame).__name__)
     if frame.dtype != np.uint8:
@@ -59,6 +56,9 @@ def draw_overlay(
     ``frame``: uint8 BGR ``(H, W, 3)``, shape and dtype unchanged. ``monitor``: a PerformanceMonitor
     (its ``summary()`` is read) or a summary dict. ``scale``: font scale (default from frame height).
     """
+    import cv2  # imported on first use: importing dfl_perf.monitor stays cheap
+    import numpy as np
+
     _check_frame(frame)
     stats = monitor if isinstance(monitor, Mapping) else monitor.summary(stages=False)
     lines = _hud_lines(stats)
