@@ -482,6 +482,13 @@ def test_bound_session_cuda_graph_falls_back_with_a_reason_on_cpu():
     np.testing.assert_array_equal(out[0], np.full((1, 4), 3, np.float32))
 
 
+def test_cuda_graph_needs_the_cuda_provider():
+    from dfl_perf.buffers._graph import GraphUnavailable, graph_session_for
+
+    with pytest.raises(GraphUnavailable, match=r"runs on \['CPUExecutionProvider'\]; CUDA graphs need CUDAExecutionProvider"):
+        graph_session_for(_session(two_input_model()), "cuda")
+
+
 def test_bound_session_refuses_unusable_device_and_non_sessions():
     sess = _session(two_input_model())
     with pytest.raises(TypeError, match="InferenceSession"):
@@ -585,6 +592,8 @@ def test_dfm_runner_bad_faces():
         runner.run([])
     with pytest.raises(TypeError, match="numpy array or a list"):
         runner.run("face.png")
+    with pytest.raises(TypeError, match="morph_factor must be a number"):
+        DFMRunner(_session(dfm_model(res=16, morph=True))).run(faces(1)[0], morph_factor=None)
     fixed = DFMRunner(_session(dfm_model(res=16, batch=1)))
     with pytest.raises(ValueError, match="batch axis is fixed at 1, got 2 faces"):
         fixed.run(faces(2))

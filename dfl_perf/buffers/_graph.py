@@ -81,6 +81,7 @@ class CudaGraphPath:
         self._io: Any = None
         self._inputs: List[Any] = []
         self._outputs: List[Any] = []
+        self.runs = 0
 
     def _setup(self, input_names: Sequence[str], arrays: Sequence[np.ndarray], output_names: Sequence[str],
                out_shapes: Sequence[Tuple[int, ...]], out_dtypes: Sequence[np.dtype]) -> None:
@@ -105,6 +106,7 @@ class CudaGraphPath:
             for value, arr in zip(self._inputs, arrays):
                 value.update_inplace(arr)
             self.session.run_with_iobinding(self._io)
+            self.runs += 1
             if as_ortvalues:
                 return list(self._outputs)
             return [value.numpy() for value in self._outputs]

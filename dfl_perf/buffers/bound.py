@@ -57,8 +57,13 @@ class BoundSession:
     learned by one run per input-shape signature.
 
     ``enable_cuda_graph=True`` (device 'cuda' with the CUDA execution provider) replays one captured
-    CUDA graph for the first input-shape signature; when the provider or model cannot do it, a
-    CudaGraphFallbackWarning says why and runs go on without it (``cuda_graph_status``).
+    CUDA graph for the first input-shape signature (on a copy of the session made with the
+    ``enable_cuda_graph`` provider option; other shapes run on the original session). Inputs are
+    copied into fixed device buffers; numpy outputs are then fresh host copies, OrtValue outputs the
+    fixed device buffers. When the provider or model cannot do it, a CudaGraphFallbackWarning says
+    why and runs go on without it (``cuda_graph_status``).
+
+    Buffers of a thread that has ended go back to the pool when another thread first runs.
     """
 
     def __init__(self, session: Any, device: str = "cpu", device_id: int = 0, *,
@@ -360,6 +365,7 @@ class BoundSession:
             "threads": len(states),
             "signatures": plans,
             "cuda_graph": self.cuda_graph_status,
+            "cuda_graph_runs": self._graph.runs if self._graph is not None else 0,
         }
 
     def close(self) -> None:

@@ -131,6 +131,9 @@ class DFMRunner:
         feeds = state.feeds
         feeds[self.input_name] = batch
         if self.morph_name is not None:
+            if not isinstance(morph_factor, (int, float, np.floating, np.integer)):
+                raise TypeError("%s: morph_factor must be a number, got %s"
+                                % (self.morph_name, type(morph_factor).__name__))
             feeds[self.morph_name][0] = morph_factor
         outputs = self.bound.run(feeds)
         a, b, c = self._order
