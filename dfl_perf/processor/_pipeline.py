@@ -41,11 +41,13 @@ class Pipeline:
     submit, checked before each stage starts it: LATE), to an error, or to ``close(drain=False)``.
 
     Every frame id yields exactly one FrameResult, through ``results()``/``get()`` or, when given,
-    ``on_result`` (called on a worker thread, or on the submitting thread for a frame refused at
-    entry; keep it short). ``ordered=True`` delivers in submission order; dropped, late and failed
-    frames take their place and are never waited for. The ready queue holds ``max_output`` results;
-    in live modes (oldest/newest) an unread result beyond that is dropped, in block mode the
-    workers wait for the reader.
+    ``on_result`` (called on a worker thread, or on the thread that dropped the frame at submit or
+    close; keep it short, never block in it). ``ordered=True`` delivers in submission order;
+    dropped, late and failed frames take their place and are never waited for. Unread results wait
+    in a queue of ``max_output`` (default ``max(8, max_queue, last stage's workers)``): beyond it,
+    live modes (oldest/newest) drop unread results (those without output first, then the oldest
+    processed ones) so a reader that stops never stalls the workers; block mode makes the
+    workers wait for the reader. Stage queues adapt their size to their stage's measured cost.
 
     ``on_error='skip'``: a frame whose stage raises becomes an ERROR result and the others go on.
     ``'raise'``: the first error stops the pipeline (queued frames are dropped); the reader gets the
