@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import bisect
-import collections
-import math
 import threading
 import time
 from array import array
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
-from ._stats import SampleRing, copy_ring, describe, describe_array
+from ._stats import SampleRing, copy_ring, describe_array
+from ._timeline import Timeline
 
 __all__ = ["PerformanceMonitor"]
 
@@ -110,10 +109,8 @@ class PerformanceMonitor:
         self._stages_lock = threading.Lock()
         self._frames = _FrameLog(max(self.samples, 8192))
         self._marks: Dict[str, float] = {}
-        self._timeline: Deque[Dict[str, Any]] = collections.deque(maxlen=int(timeline_length))
-        self._roll_state: Dict[str, Any] = {}
+        self._timeline = Timeline(self.interval, int(timeline_length))
         self._start = clock()
-        self._next_roll = float("inf")
         self._http = None
         self._closed = False
         self._owns_sampler = False
@@ -154,7 +151,7 @@ class PerformanceMonitor:
         frames = self._frames
         with frames.lock:
             now = self._clock()
-            if now > self._next_roll:
+            if now > self._timeline.next_roll:
                 self._roll(now)
             if frames.origin is None:
                 self._begin_fps(now, latency_seconds)
@@ -187,11 +184,6 @@ class PerformanceMonitor:
             self._roll_if_due()
             self._frames.failed += n
 
-    def _roll_if_due(self) -> None:
-        now = self._clock()
-        if now > self._next_roll:
-            self._roll(now)
-
     def mark(self, name: str) -> float:
         """Note that start-up phase ``name`` happened now; returns seconds since the monitor started."""
         elapsed = self._clock() - self._start
@@ -217,9 +209,7 @@ class PerformanceMonitor:
     def _begin_fps(self, now: float, latency: float) -> None:
         started = now - latency if isinstance(latency, (int, float)) and latency > 0 else self._start
         self._frames.origin = max(self._start, min(started, now))
-        self._next_roll = self._frames.origin + self.interval
-        # The first row also holds whatever came before the first frame (warm-up samples, drops).
-        self._roll_state = {"frames": 0, "dropped": 0, "late": 0, "failed": 0, "stages": {}}
+        self._timeline.begin(self._frames.origin, self._start)
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -253,7 +243,7 @@ class PerformanceMonitor:
         frames = self._frames
         with frames.lock:
             now = self._clock()
-            if now > self._next_roll:
+            if now > self._timeline.next_roll:
                 self._roll(now)
             fps = self._fps(now)
             latencies, frame_count, latency_total = copy_ring(frames.latencies, self.samples)
@@ -306,64 +296,23 @@ class PerformanceMonitor:
         """
         with self._frames.lock:
             self._roll_if_due()
-            return list(self._timeline)
+            return self._timeline.snapshot()
 
     # -- timeline rows (called with the frame lock held) ------------------------------------
 
-    def _counts(self) -> Dict[str, Any]:
-        frames = self._frames
-        with self._stages_lock:
-            stage_counts = {name: ring.count for name, ring in self._stages.items()}
-        return {"frames": frames.latencies.count, "dropped": frames.dropped, "late": frames.late,
-                "failed": frames.failed, "stages": stage_counts}
+    def _roll_if_due(self) -> None:
+        now = self._clock()
+        if now > self._timeline.next_roll:
+            self._roll(now)
 
     def _roll(self, now: float) -> None:
-        before = self._roll_state
-        after = self._counts()
         frames = self._frames
-        new_frames = after["frames"] - before["frames"]
-        latency = describe(frames.latencies.last(min(new_frames, self.samples)))
-        row: Dict[str, Any] = {
-            "time": self._next_roll - self._start,
-            "frames": new_frames,
-            "fps": new_frames / self.interval,
-            "p50": latency["p50"], "p95": latency["p95"], "p99": latency["p99"], "max": latency["max"],
-            "dropped": after["dropped"] - before["dropped"],
-            "late": after["late"] - before["late"],
-            "failed": after["failed"] - before["failed"],
-            "stages": self._stage_rows(before["stages"], after["stages"]),
-            "system": self.sampler.latest() if self.sampler is not None else None,
-        }
-        self._timeline.append(row)
-        self._roll_state = after
-        self._next_roll += self.interval
-        self._add_idle_rows(now, row)
-
-    def _stage_rows(self, before: Dict[str, int], after: Dict[str, int]) -> Dict[str, Dict[str, Any]]:
-        rows = {}
-        for name, count in after.items():
-            new = count - before.get(name, 0)
-            ring = self._stages[name]
-            with ring.lock:
-                values = ring.last(min(new, ring.capacity))
-            stats = describe(values)
-            rows[name] = {"count": new, "p50": stats["p50"], "p95": stats["p95"]}
-        return rows
-
-    def _add_idle_rows(self, now: float, last: Dict[str, Any]) -> None:
-        """Rows for whole intervals that passed without any event (a stall shows as fps 0)."""
-        missed = int(math.ceil((now - self._next_roll) / self.interval)) if now > self._next_roll else 0
-        if missed > self._timeline.maxlen:
-            self._next_roll += (missed - self._timeline.maxlen) * self.interval
-            missed = self._timeline.maxlen
-        for _ in range(missed):
-            self._timeline.append({
-                "time": self._next_roll - self._start, "frames": 0, "fps": 0.0,
-                "p50": None, "p95": None, "p99": None, "max": None, "dropped": 0, "late": 0, "failed": 0,
-                "stages": {name: {"count": 0, "p50": None, "p95": None} for name in last["stages"]},
-                "system": last["system"],
-            })
-            self._next_roll += self.interval
+        with self._stages_lock:
+            stages = dict(self._stages)
+        counts = {"frames": frames.latencies.count, "dropped": frames.dropped, "late": frames.late,
+                  "failed": frames.failed, "stages": {name: ring.count for name, ring in stages.items()}}
+        system = self.sampler.latest() if self.sampler is not None else None
+        self._timeline.roll(now, counts, frames.latencies, self.samples, stages, system)
 
     # -- lifecycle and export ---------------------------------------------------------------
 
@@ -380,8 +329,6 @@ class PerformanceMonitor:
                     ring.clear()
             self._timeline.clear()
             self._start = self._clock()
-            self._next_roll = float("inf")
-            self._roll_state = {}
 
     def export_json(self, path: Any) -> None:
         """Write summary, timeline and system history to ``path`` as JSON."""
