@@ -61,6 +61,9 @@ def default_sets() -> Dict[str, dict]:
                                      "note": "CPU runtime + OpenCV headless"},
         "requirements_gpu.txt": {"python": py311, "reqs": ["-r", str(REPO / "requirements_gpu.txt")],
                                  "note": "CUDA runtime (onnxruntime-gpu) + NVML + OpenCV headless"},
+        "requirements_gpu.txt+cuda": {"python": py311,
+                                      "reqs": ["-r", str(REPO / "requirements_gpu.txt"), "onnxruntime-gpu[cuda,cudnn]"],
+                                      "note": "the GPU set plus CUDA/cuDNN from pip (for hosts without a system CUDA)"},
         "dfl-pinned": {"python": py38, "reqs": list(DFL_PINNED), "note": "DeepFaceLive's pins, Python 3.8"},
         "dfl-pinned+dfl_perf": {"python": py38, "reqs": list(DFL_PINNED) + ["dfl_perf"],
                                 "note": "DeepFaceLive's pins with dfl_perf added"},
@@ -79,16 +82,23 @@ try:
     from importlib import metadata
 except ImportError:
     import importlib_metadata as metadata
-out = {}
+out, owners = {}, {}
 for dist in metadata.distributions():
     name = dist.metadata["Name"]
     size = 0
     for f in dist.files or []:
+        path = os.path.realpath(str(f.locate()))
         try:
-            size += os.path.getsize(str(f.locate()))
+            nbytes = os.path.getsize(path)
         except OSError:
-            pass
-    out[name] = {"version": dist.version, "bytes": size}
+            continue
+        size += nbytes
+        owners.setdefault(path, [nbytes, set()])[1].add(name)
+    out[name] = {"version": dist.version, "bytes": size, "shared": {}}
+for path, (nbytes, names) in owners.items():
+    if len(names) > 1:  # one file listed by several distributions (e.g. two OpenCV wheels writing cv2/)
+        for name in names:
+            out[name]["shared"][path] = [nbytes, sorted(names - {name})]
 print(json.dumps(out))
 """
 
@@ -189,18 +199,27 @@ def measure_set(name: str, spec: dict, root: Path, wheel_dir: Path, env: dict) -
             downloads[key] = downloads.get(key, 0) + f.stat().st_size
             files[key] = f.name
         packages = []
+        shared_paths: Dict[str, list] = {}
         for dist_name, info in sorted(_installed(vpy).items(), key=lambda kv: -kv[1]["bytes"]):
             key = _norm(dist_name)
             if key in base:
                 continue
+            shared = info["shared"]
             packages.append({"name": dist_name, "version": info["version"], "installed_bytes": info["bytes"],
-                             "download_bytes": downloads.get(key), "file": files.get(key)})
+                             "download_bytes": downloads.get(key), "file": files.get(key),
+                             "shared_bytes": sum(v[0] for v in shared.values()),
+                             "shared_with": sorted({n for v in shared.values() for n in v[1]})})
+            for path, (nbytes, _others) in shared.items():
+                shared_paths.setdefault(path, [nbytes, 0])[1] += 1
+        # a file several distributions list is on disk once: count it once in the total
+        double_counted = sum(nbytes * (count - 1) for nbytes, count in shared_paths.values())
         python_version = _run([vpy, "-c", "import platform; print(platform.python_version())"]).strip()
         return {
             "set": name, "note": spec["note"], "python": python_version, "requirements": spec["reqs"],
             "packages": packages,
             "download_bytes": sum(downloads.values()),
-            "installed_bytes": sum(p["installed_bytes"] for p in packages),
+            "installed_bytes": sum(p["installed_bytes"] for p in packages) - double_counted,
+            "double_counted_bytes": double_counted,
             "site_packages_growth_bytes": _site_packages_bytes(vpy) - base_site,
             "download_seconds": round(t_dl, 1), "install_seconds": round(t_inst, 1),
         }
@@ -218,10 +237,16 @@ def set_table(result: dict) -> List[str]:
     lines = ["### %s (Python %s): %s" % (result["set"], result["python"], result["note"]), "",
              "| package | version | download MB | installed MB |", "|---|---|---:|---:|"]
     for p in result["packages"]:
-        lines.append("| %s | %s | %s | %s |" % (p["name"], p["version"], _mb(p["download_bytes"]),
-                                               _mb(p["installed_bytes"])))
+        shared = ""
+        if p.get("shared_bytes"):
+            shared = " (%s MB of files also listed by %s)" % (_mb(p["shared_bytes"]), ", ".join(p["shared_with"]))
+        lines.append("| %s | %s | %s | %s%s |" % (p["name"], p["version"], _mb(p["download_bytes"]),
+                                                 _mb(p["installed_bytes"]), shared))
     lines.append("| **total** | %d packages | **%s** | **%s** |" % (
         len(result["packages"]), _mb(result["download_bytes"]), _mb(result["installed_bytes"])))
+    if result.get("double_counted_bytes"):
+        lines += ["", "Files listed by more than one distribution are counted once in the total (%s MB "
+                      "would otherwise be counted twice)." % _mb(result["double_counted_bytes"])]
     return lines
 
 
