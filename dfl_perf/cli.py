@@ -22,6 +22,16 @@ def _doctor(args: argparse.Namespace) -> int:
     return 0
 
 
+def _models(argv: List[str]) -> int:
+    from dfl_perf.facepipe.models import models_main
+
+    return models_main(argv)
+
+
+#: subcommands that parse their own arguments (everything after the command name is theirs)
+_PASSTHROUGH = {"models": _models}
+
+
 def _build_parser() -> argparse.ArgumentParser:
     from dfl_perf import __version__
 
@@ -34,18 +44,22 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dfl", metavar="PATH", help="DeepFaceLive checkout to inspect")
     p.add_argument("--no-import-cost", action="store_true", help="skip measuring heavy import times")
     p.set_defaults(func=_doctor)
+
+    sub.add_parser("models", help="list, fetch or locate the pinned reference models (dfl-perf models -h)")
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of ``dfl-perf``; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = _build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
     try:
+        if argv and argv[0] in _PASSTHROUGH:
+            return int(_PASSTHROUGH[argv[0]](argv[1:]) or 0)
+        parser = _build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
