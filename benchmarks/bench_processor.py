@@ -101,29 +101,58 @@ def _run_sequential(frames: int) -> float:
     return time.perf_counter() - t0
 
 
+def _run_dfl_round_trip(frames: int) -> float:
+    """One frame at a time: submit, then wait for its result (3 thread hand-offs and a wake-up each)."""
+    stages = [Stage(_noop, name=n) for n in ("detect", "swap", "merge")]
+    with Pipeline(stages, drop="block") as pipe:
+        t0 = time.perf_counter()
+        for i in range(frames):
+            pipe.submit(i)
+            pipe.get()
+        elapsed = time.perf_counter() - t0
+    assert pipe.stats()["done"] == frames
+    return elapsed
+
+
 def section_overhead(args: argparse.Namespace) -> Dict[str, Any]:
     frames = 20_000 if args.quick else 100_000
-    cases: List[Tuple[str, Callable[[], float]]] = [
-        ("dfl_perf Pipeline, 3 stages x 1 worker, max_queue=64", lambda: _run_dfl_pipeline(frames, 1, 64)),
-        ("dfl_perf Pipeline, 3 stages x 1 worker, max_queue=8", lambda: _run_dfl_pipeline(frames, 1, 8)),
-        ("dfl_perf Pipeline, 3 stages x 2 workers, max_queue=64", lambda: _run_dfl_pipeline(frames, 2, 64)),
-        ("baseline: 3 threads + queue.Queue(64)", lambda: _run_queue_chain(frames, 64)),
-        ("floor: 3 plain calls in a loop (no threads)", lambda: _run_sequential(frames)),
+    one_by_one = frames // 20
+    cases: List[Tuple[str, int, Callable[[], float]]] = [
+        (
+            "dfl_perf Pipeline, 3 stages x 1 worker, max_queue=64",
+            frames,
+            lambda: _run_dfl_pipeline(frames, 1, 64),
+        ),
+        (
+            "dfl_perf Pipeline, 3 stages x 1 worker, max_queue=8",
+            frames,
+            lambda: _run_dfl_pipeline(frames, 1, 8),
+        ),
+        (
+            "dfl_perf Pipeline, 3 stages x 2 workers, max_queue=64",
+            frames,
+            lambda: _run_dfl_pipeline(frames, 2, 64),
+        ),
+        (
+            "dfl_perf Pipeline, one frame at a time (submit; get)",
+            one_by_one,
+            lambda: _run_dfl_round_trip(one_by_one),
+        ),
+        ("baseline: 3 threads + queue.Queue(64)", frames, lambda: _run_queue_chain(frames, 64)),
+        ("floor: 3 plain calls in a loop (no threads)", frames, lambda: _run_sequential(frames)),
     ]
     rows = []
-    times: Dict[str, List[float]] = {name: [] for name, _ in cases}
+    times: Dict[str, List[float]] = {name: [] for name, _, _ in cases}
     for _ in range(args.repeats):  # interleaved, so drifting machine load hits every case alike
-        for name, run in cases:
+        for name, _, run in cases:
             times[name].append(run())
-    for name, _ in cases:
+    for name, n, _ in cases:
         seconds = median(times[name])
-        rows.append(
-            {"case": name, "frames": frames, "fps": frames / seconds, "us_per_frame": seconds / frames * 1e6}
-        )
-    print("\n-- overhead: 3 no-op stages, %d frames, median of %d runs --" % (frames, args.repeats))
-    print("%-58s %12s %10s" % ("case", "frames/s", "us/frame"))
+        rows.append({"case": name, "frames": n, "fps": n / seconds, "us_per_frame": seconds / n * 1e6})
+    print("\n-- overhead: 3 no-op stages, median of %d runs --" % args.repeats)
+    print("%-58s %8s %12s %10s" % ("case", "frames", "frames/s", "us/frame"))
     for r in rows:
-        print("%-58s %12.0f %10.2f" % (r["case"], r["fps"], r["us_per_frame"]))
+        print("%-58s %8d %12.0f %10.2f" % (r["case"], r["frames"], r["fps"], r["us_per_frame"]))
     return {"frames": frames, "repeats": args.repeats, "rows": rows}
 
 
