@@ -23,12 +23,13 @@ import os
 import shutil
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, TextIO, Tuple
+
+from dfl_perf.progress import ProgressBar
 
 __all__ = ["ModelInfo", "REGISTRY", "MIRROR_ENV", "ModelFetchError", "models_cache_dir", "model_path", "fetch",
            "model_status", "models_main"]
@@ -259,7 +260,7 @@ def _transfer(url: str, part: Path, info: ModelInfo, progress: bool, timeout: fl
 
 def _receive(response, part: Path, have: int, remaining: Optional[int], info: ModelInfo, url: str,
              progress: bool) -> None:
-    bar = _Progress(info.name, info.size, sys.stderr) if progress else None
+    bar = _progress(info.name, info.size, sys.stderr) if progress else None
     got = 0
     try:
         with open(part, "ab" if have else "wb") as out:
@@ -291,32 +292,10 @@ def _receive(response, part: Path, have: int, remaining: Optional[int], info: Mo
         raise _Interrupted(total, "connection closed early")
 
 
-class _Progress:
-    """A one-line stderr progress bar, redrawn at most 10 times a second."""
-
-    def __init__(self, label: str, total: int, stream: TextIO, width: int = 30) -> None:
-        self.label, self.total, self.stream, self.width = label, max(1, total), stream, width
-        self._last = 0.0
-        self._value = 0
-
-    def update(self, value: int) -> None:
-        self._value = value
-        now = time.monotonic()
-        if now - self._last >= 0.1 or value >= self.total:
-            self._last = now
-            self._draw()
-
-    def _draw(self) -> None:
-        frac = min(1.0, self._value / self.total)
-        filled = int(frac * self.width)
-        self.stream.write("\r%-22s [%s%s] %3d%% %.1f/%.1f MB" % (
-            self.label, "#" * filled, "-" * (self.width - filled), frac * 100, self._value / 1e6, self.total / 1e6))
-        self.stream.flush()
-
-    def close(self) -> None:
-        self._draw()
-        self.stream.write("\n")
-        self.stream.flush()
+def _progress(label: str, total: int, stream: TextIO) -> ProgressBar:
+    """A download bar in MB, shown even when stderr is not a terminal (the caller asked for it)."""
+    return ProgressBar(label, total, stream=stream, enabled=True,
+                       describe=lambda value, whole: "%.1f/%.1f MB" % (value / 1e6, whole / 1e6))
 
 
 def model_status(name: str, mirror: Optional[str] = None) -> Tuple[str, Optional[Path]]:
