@@ -603,6 +603,22 @@ def test_on_result_is_ordered_and_excludes_results_iterator():
     assert proc.stats()["in_flight"] == 0
 
 
+def test_on_result_never_runs_on_the_submitting_thread():
+    calls = []
+    main = threading.get_ident()
+    with AsyncFrameProcessor(
+        lambda x: time.sleep(0.002) or x,
+        max_queue=1,
+        drop="newest",
+        on_result=lambda r: calls.append((r, threading.get_ident())),
+    ) as proc:
+        refused = sum(not proc.submit(i) for i in range(50))
+    assert refused > 0
+    assert [r.id for r, _ in calls] == list(range(50))
+    assert all(ident != main for _, ident in calls)
+    assert sum(r.status is DROPPED for r, _ in calls) == refused
+
+
 def test_init_gives_per_thread_state():
     inits = []
 

@@ -5,6 +5,18 @@ ordered output, exact accounting.
 stages by bounded queues so that stage k of frame N+1 overlaps stage k+1 of frame N;
 ``auto_configure`` picks workers and intra-op threads per stage from a short measurement. Knows
 nothing of ONNX: a stage is any callable. A monitor is duck-typed (see ``Pipeline``).
+
+A live loop::
+
+    stages = [Stage(detect, name="detect"), Stage(swap, workers=2, name="swap"), Stage(merge, name="merge")]
+    with Pipeline(stages, drop="oldest", max_queue=2, deadline=0.1) as pipe:
+        for frame in camera:
+            pipe.submit(frame, meta=frame_time)
+            result = pipe.get(timeout=0)          # None when nothing is ready yet
+            while result is not None:
+                if result.ok:
+                    show(result.output)
+                result = pipe.get(timeout=0)
 """
 
 from __future__ import annotations

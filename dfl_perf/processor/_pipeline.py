@@ -41,8 +41,8 @@ class Pipeline:
     submit, checked before each stage starts it: LATE), to an error, or to ``close(drain=False)``.
 
     Every frame id yields exactly one FrameResult, through ``results()``/``get()`` or, when given,
-    ``on_result`` (called on a worker thread, or on the thread that dropped the frame at submit or
-    close; keep it short, never block in it). ``ordered=True`` delivers in submission order;
+    ``on_result`` (called on a worker thread, or at close on the closing thread; never on the
+    submitting thread; keep it short, never block in it). ``ordered=True`` delivers in submission order;
     dropped, late and failed frames take their place and are never waited for. Unread results wait
     in a queue of ``max_output`` (default ``max(8, max_queue, last stage's workers)``): beyond it,
     live modes (oldest/newest) drop unread results (those without output first, then the oldest
@@ -140,9 +140,10 @@ class Pipeline:
                     q.wake_workers(1)
                 if evicted is None:
                     return Ticket(fid)
-            # handed over under the entry lock: close() cannot end the stream before it arrives
+            # Handed over under the entry lock, so close() cannot end the stream before it arrives.
+            # deliver=False: submit never runs on_result; the next worker hand-over (the queue is
+            # full, so one is coming) or close() delivers it.
             self._output.put([_mark_dropped(rec if refused else evicted, rec.queued)], deliver=False)
-        self._output.deliver()
         return Ticket(fid, not refused, None if evicted is None else evicted.id)
 
     def results(self) -> Iterator[FrameResult]:
