@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -86,7 +87,7 @@ def test_config_is_frozen_hashable_picklable():
     assert config.providers == (("CPUExecutionProvider", ()),)
     assert hash(config) == hash(SessionConfig.tuned(threads=2, providers=["CPUExecutionProvider"]))
     assert pickle.loads(pickle.dumps(config)) == config
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         config.intra_op_threads = 3
     other = config.replace(intra_op_threads=3)
     assert other.intra_op_threads == 3 and config.intra_op_threads == 2
@@ -356,7 +357,7 @@ def test_fresh_process_loads_the_cached_file(cache_dir, tmp_path):
     outcomes = []
     for _ in range(2):
         out = subprocess.run([sys.executable, str(script), str(REPO), str(path), "0"], env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=100)
+                             capture_output=True, text=True, timeout=100)
         assert out.returncode == 0, out.stderr
         outcomes.append(out.stdout.split()[0])
     assert outcomes == ["stored", "hit"]
@@ -426,3 +427,33 @@ def test_model_errors_are_raised_through_the_disk_cache(cache_dir, tmp_path):
         create_session(path, SessionConfig.tuned(threads=1).replace(disk_cache=True))
     assert not list(optimized_cache_dir().glob("*.onnx"))
     assert not list(optimized_cache_dir().glob("*.tmp"))
+
+
+def test_entry_that_onnxruntime_cannot_load_is_rebuilt(cache_dir, tmp_path, caplog):
+    import hashlib
+
+    path = save(conv_model(), tmp_path / "conv.onnx")
+    config = SessionConfig.tuned(threads=1, providers="cpu").replace(disk_cache=True)
+    assert create_session_with_info(path, config).disk_cache == "stored"
+    model_file = next(optimized_cache_dir().glob("*.onnx"))
+    sidecar = model_file.with_suffix(".json")
+    junk = b"not a model at all" * 10  # a matching sha256, yet onnxruntime refuses it
+    model_file.write_bytes(junk)
+    meta = json.loads(sidecar.read_text())
+    meta.update(sha256=hashlib.sha256(junk).hexdigest(), size=len(junk))
+    sidecar.write_text(json.dumps(meta))
+    with caplog.at_level(logging.WARNING, logger="dfl_perf.sessions"):
+        assert create_session_with_info(path, config).disk_cache == "stored"
+    assert any("does not load" in r.getMessage() for r in caplog.records)
+    assert create_session_with_info(path, config).disk_cache == "hit"
+
+
+def test_invalidate_removes_an_entry(cache_dir, tmp_path):
+    path = save(conv_model(), tmp_path / "conv.onnx")
+    config = SessionConfig.tuned(threads=1, providers="cpu").replace(disk_cache=True)
+    create_session_with_info(path, config)
+    cache = OptimizedModelCache()
+    key = next(cache.root.glob("*.onnx")).stem
+    cache.invalidate(key)
+    assert not list(cache.root.glob(key + ".*"))
+    assert create_session_with_info(path, config).disk_cache == "stored"

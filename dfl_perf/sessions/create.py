@@ -261,7 +261,7 @@ def create_session_with_info(model: Any, config: Optional[SessionConfig] = None)
         if usable[0][0] in COMPILING_PROVIDERS:
             outcome = "uncacheable"  # their own caches (TensorRT engines) do this job
         else:
-            from dfl_perf.sessions.diskcache import create_through_disk_cache
+            from dfl_perf.sessions.cached_create import create_through_disk_cache
 
             session, outcome = create_through_disk_cache(source, config, usable)
             if session is not None:
