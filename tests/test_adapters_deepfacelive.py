@@ -452,6 +452,19 @@ def test_deferred_module_runs_only_when_used(tmp_path, monkeypatch):
         from dflperf_lazy_pkg import sub  # a submodule first: the package runs before it
 
         assert sub.DOUBLE == 14 and os.environ["DFLPERF_LAZY_RAN"] == "1"
+        for name in [n for n in sys.modules if n.startswith("dflperf_lazy_pkg")]:
+            del sys.modules[name]
+        monkeypatch.delenv("DFLPERF_LAZY_RAN")
+        import dflperf_lazy_pkg
+
+        from dflperf_lazy_pkg import sub  # `from package import submodule` (DFL: from onnx import numpy_helper)
+
+        assert "DFLPERF_LAZY_RAN" not in os.environ and not is_module_loaded("dflperf_lazy_pkg.sub")
+        assert sub.DOUBLE == 14 and os.environ["DFLPERF_LAZY_RAN"] == "1"  # package first, then the submodule
+        assert dflperf_lazy_pkg.sub is sub and dflperf_lazy_pkg.VALUE == 7
+        from dflperf_lazy_pkg import VALUE  # a plain name still works
+
+        assert VALUE == 7
     finally:
         remove_hooks([hook])
         for name in [n for n in sys.modules if n.startswith("dflperf_lazy_pkg")]:

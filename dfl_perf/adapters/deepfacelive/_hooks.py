@@ -13,6 +13,7 @@ every spawned DFL worker for almost nothing. The finder
 from __future__ import annotations
 
 import importlib.abc
+import importlib.machinery
 import importlib.util
 import sys
 import threading
@@ -85,15 +86,53 @@ class _DeferredModule(types.ModuleType):
     def __getattr__(self, name: str) -> Any:
         if _REAL_LOADER not in self.__dict__:  # still being set up by the import system
             raise AttributeError(name)
+        if _asked_by_from_import():  # ``from package import submodule`` defers the submodule too
+            submodule = _defer_submodule(self, name)
+            if submodule is not None:
+                return submodule
         load_deferred(self)
         return getattr(self, name)
 
 
+def _asked_by_from_import() -> bool:
+    """True when the import system is checking a name of ``from package import name``."""
+    getframe = getattr(sys, "_getframe", None)
+    if getframe is None:
+        return False
+    try:
+        return getframe(2).f_code.co_name == "_handle_fromlist"
+    except ValueError:
+        return False
+
+
+def _defer_submodule(parent: Any, name: str) -> Any:
+    """``parent.name`` as a deferred pure-Python submodule, or None when there is no such file."""
+    fullname = "%s.%s" % (parent.__name__, name)
+    module = sys.modules.get(fullname)
+    if module is None:
+        search = parent.__dict__.get("__path__")
+        if not search or name.startswith("__"):
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, list(search))
+        if spec is None or not isinstance(spec.loader, importlib.machinery.SourceFileLoader):
+            return None  # not a submodule, or an extension module (which cannot wait)
+        loader = _DeferringLoader(spec.loader)
+        spec.loader = loader
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[fullname] = module
+        loader.exec_module(module)
+    parent.__dict__[name] = module
+    return module
+
+
 def load_deferred(module: Any) -> None:
-    """Run a deferred module's code now (no-op for a module that already ran)."""
+    """Run a deferred module's code now, its deferred parent package first (no-op once it ran)."""
     with _deferred_lock:
         if type(module) is not _DeferredModule or _REAL_LOADER not in module.__dict__:
             return
+        parent = sys.modules.get(module.__name__.rpartition(".")[0])
+        if type(parent) is _DeferredModule:
+            load_deferred(parent)
         loader = module.__dict__.pop(_REAL_LOADER)
         module.__class__ = types.ModuleType
         try:

@@ -5,9 +5,9 @@ import sys
 
 
 def is_loaded(name):
-    """True when the package's code ran (it imports its own submodules), not merely bound by an import."""
-    prefix = name + "."
-    return name in sys.modules and any(key.startswith(prefix) for key in list(sys.modules))
+    """True when the package's code ran (it defines __version__), not merely bound by a deferred import."""
+    module = sys.modules.get(name)
+    return module is not None and "__version__" in vars(module)
 
 
 def describe_session(sess):
