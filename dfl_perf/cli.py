@@ -22,6 +22,40 @@ def _doctor(args: argparse.Namespace) -> int:
     return 0
 
 
+def _resolution(text: str):
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError("resolution must look like 640x480, got %r" % text) from None
+    if w < 64 or h < 64:
+        raise argparse.ArgumentTypeError("resolution too small: %r" % text)
+    return (w, h)
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    from dfl_perf.benchmark import BenchmarkOptions, run_benchmark
+    from dfl_perf.benchmark.report import format_table, plot
+
+    chosen = {k: v for k, v in (("resolution", args.resolution), ("duration", args.duration),
+                                 ("repeats", args.repeats), ("model", args.model), ("source", args.source),
+                                 ("provider", args.provider), ("faces", args.faces), ("dfm_cost", args.dfm_cost),
+                                 ("progress", not args.no_progress)) if v is not None}
+    options = BenchmarkOptions.quick(**chosen) if args.quick else BenchmarkOptions(**chosen)
+    report = run_benchmark(options)
+    print(format_table(report))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(report, fh, indent=2, default=str)
+        print("wrote %s" % args.json)
+    if args.plot:
+        plot(report, args.plot)
+        print("wrote %s" % args.plot)
+    if not report["outputs_match"]:
+        print("FAILED: optimized output frames differ from the baseline's", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _models(argv: List[str]) -> int:
     from dfl_perf.facepipe.models import models_main
 
@@ -44,6 +78,21 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dfl", metavar="PATH", help="DeepFaceLive checkout to inspect")
     p.add_argument("--no-import-cost", action="store_true", help="skip measuring heavy import times")
     p.set_defaults(func=_doctor)
+
+    p = sub.add_parser("benchmark", help="DFL's way vs dfl_perf's on the same frames and models: the before/after table")
+    p.add_argument("--model", metavar="PATH.dfm", help="a real DFM model (default: the DFM-shaped stand-in)")
+    p.add_argument("--source", metavar="VIDEO|INDEX", help="a video file or camera index (default: generated clip)")
+    p.add_argument("--resolution", type=_resolution, metavar="WxH", help="frame size (default 640x480)")
+    p.add_argument("--duration", type=float, metavar="S", help="seconds of 30 fps frames per run (default 4)")
+    p.add_argument("--repeats", type=int, help="runs per mode; medians are reported (default 3)")
+    p.add_argument("--faces", type=int, help="faces per frame in the generated clip (default 1)")
+    p.add_argument("--dfm-cost", choices=("5ms", "20ms", "60ms"), help="stand-in DFM cost (default 20ms)")
+    p.add_argument("--provider", help="execution provider, e.g. cpu, cuda, dml (default: best available)")
+    p.add_argument("--quick", action="store_true", help="a short run (under 2 minutes on 2 cores)")
+    p.add_argument("--json", metavar="PATH", help="write the full report as JSON")
+    p.add_argument("--plot", metavar="PATH.png", help="plot FPS and latency over time")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_benchmark)
 
     sub.add_parser("models", help="list, fetch or locate the pinned reference models (dfl-perf models -h)")
     return parser

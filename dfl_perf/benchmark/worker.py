@@ -1,0 +1,98 @@
+"""One benchmark run in a fresh process: ``python -m dfl_perf.benchmark.worker SPEC.json OUT.json``.
+
+Each mode runs alone in its own process so that its peak RSS, thread pools and caches are its own.
+The spec names the mode ('baseline', 'optimized' or 'startup'), the frames file and the workload.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any, Dict
+
+import numpy as np
+
+from dfl_perf.benchmark.measure import allocations_per_frame, peak_rss_bytes, stage_cpu_seconds
+from dfl_perf.facepipe.workload import BaselineRunner, OptimizedRunner, RunStats, Workload
+
+
+def _stats_dict(stats: RunStats) -> Dict[str, Any]:
+    return {"frames": stats.frames, "seconds": stats.seconds, "fps": stats.fps, "not_done": stats.not_done,
+            "latency": stats.latency_percentiles(), "timeline": stats.timeline()}
+
+
+def _baseline(spec: Dict[str, Any], frames: np.ndarray) -> Dict[str, Any]:
+    runner = BaselineRunner(Workload(**spec["workload"]), spec["provider"])
+    runner.run(frames[: spec["warmup"]])
+    stats = runner.run(frames)
+    out = _stats_dict(stats)
+    out["peak_rss"] = peak_rss_bytes()
+    out["session_seconds"] = runner.session_seconds
+    n = min(spec["trace_frames"], len(frames))
+    out["alloc_per_frame"] = allocations_per_frame(lambda i: runner.process(frames[i]), n)
+    return out
+
+
+def _optimized(spec: Dict[str, Any], frames: np.ndarray) -> Dict[str, Any]:
+    from dfl_perf.devices import cpu_budget
+    from dfl_perf.facepipe.workload import FrameItem
+
+    with OptimizedRunner(Workload(**spec["workload"]), spec["provider"], max_queue=spec["max_queue"]) as runner:
+        runner.run(frames[: spec["warmup"]])
+        stats = runner.run(frames)
+        out = _stats_dict(stats)
+        out["peak_rss"] = peak_rss_bytes()
+        out["session_seconds"] = runner.session_seconds
+        out["swap_workers"] = runner.swap_workers
+        blob = runner._detect_state()
+        stages = [("detect", lambda item: runner.detect(item, blob)), ("swap", runner.swap), ("merge", runner.merge)]
+        n = min(spec["trace_frames"], len(frames))
+        cpu = stage_cpu_seconds(stages, [FrameItem(i, frames[i]) for i in range(n)])
+        budget = cpu_budget()
+        out["stage_cpu_seconds"] = cpu
+        out["bound_fps"] = budget / max(sum(cpu.values()), 1e-9)
+
+        def one(i: int) -> None:
+            item = runner.merge(runner.swap(runner.detect(FrameItem(i, frames[i]), blob)))
+            runner.release(item.output)
+
+        one(0)  # first use of the sequential path's pooled shapes is not steady state
+        out["alloc_per_frame"] = allocations_per_frame(one, n)
+    return out
+
+
+def _startup(spec: Dict[str, Any], frames: np.ndarray) -> Dict[str, Any]:
+    """Session creation for the DFM: DFL-style, tuned cold or disk-cached, and an in-process cache hit."""
+    from dfl_perf.sessions import ModelCache, SessionConfig, create_session
+
+    workload = Workload(**spec["workload"])
+    path = workload.dfm_path()
+    t0 = time.perf_counter()
+    create_session(path, SessionConfig.dfl_default(spec["provider"]))
+    t1 = time.perf_counter()
+    cache = ModelCache(max_models=2)
+    config = SessionConfig.tuned(threads=1, providers=[spec["provider"]]).replace(disk_cache=True)
+    cache.get(path, config)
+    t2 = time.perf_counter()
+    cache.get(path, config)
+    t3 = time.perf_counter()
+    return {"dfl_create": t1 - t0, "tuned_create": t2 - t1, "cache_hit": t3 - t2}
+
+
+MODES = {"baseline": _baseline, "optimized": _optimized, "startup": _startup}
+
+
+def main(argv: Any = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    spec = json.loads(open(argv[0]).read())
+    frames = np.load(spec["frames_path"], mmap_mode=None)
+    result = MODES[spec["mode"]](spec, frames)
+    result["mode"] = spec["mode"]
+    with open(argv[1], "w") as fh:
+        json.dump(result, fh)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
