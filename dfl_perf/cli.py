@@ -56,6 +56,12 @@ def _benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    from dfl_perf.headless import main_args
+
+    return main_args(args)
+
+
 def _models(argv: List[str]) -> int:
     from dfl_perf.facepipe.models import models_main
 
@@ -93,6 +99,17 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="PATH.png", help="plot FPS and latency over time")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_benchmark)
+
+    p = sub.add_parser("run", help="headless face swap: a DFM on a video file or camera, written to a video")
+    p.add_argument("--model", required=True, metavar="PATH.dfm", help="the DFM (or DFM-shaped ONNX) model")
+    p.add_argument("--source", required=True, metavar="VIDEO|INDEX", help="a video file, or a camera index")
+    p.add_argument("--output", metavar="OUT.mp4", help="the video to write (.mp4, .avi, .mkv, .mov)")
+    p.add_argument("--show", action="store_true", help="show a preview window with the live HUD")
+    p.add_argument("--provider", help="execution provider, e.g. cpu, cuda, dml (default: best available)")
+    p.add_argument("--max-faces", type=int, default=1, help="faces to swap per frame (default 1)")
+    p.add_argument("--max-frames", type=int, help="stop after this many frames")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run)
 
     sub.add_parser("models", help="list, fetch or locate the pinned reference models (dfl-perf models -h)")
     return parser

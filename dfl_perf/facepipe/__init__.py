@@ -23,7 +23,7 @@ _EXPORTS = {
     "DFMSwapper": "swapper", "DFMContractError": "swapper",
     "feather_mask": "merge", "merge_face": "merge", "merge_faces": "merge",
     "Landmarks": "landmarks", "FaceMeshLandmarker": "landmarks", "PeppaLandmarker": "landmarks",
-    "SyntheticClip": "clip", "make_clip": "clip", "open_source": "clip",
+    "SyntheticClip": "clip", "make_clip": "clip", "open_source": "clip", "VideoSource": "clip",
     "ModelInfo": "models", "REGISTRY": "models", "ModelFetchError": "models", "model_path": "models",
     "fetch": "models", "models_main": "models",
     "build_dfm_standin": "standin",

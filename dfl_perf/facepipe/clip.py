@@ -18,11 +18,11 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-__all__ = ["SyntheticClip", "make_clip", "open_source", "default_face_image", "ASTRONAUT_FACE_BOX",
+__all__ = ["SyntheticClip", "make_clip", "open_source", "VideoSource", "default_face_image", "ASTRONAUT_FACE_BOX",
            "CLIP_SIZES", "PATH_PERIOD"]
 
 ASTRONAUT_FACE_BOX = (179.0, 63.0, 270.0, 174.0)  # x1, y1, x2, y2 in astronaut.png
@@ -213,39 +213,70 @@ def make_clip(size: Tuple[int, int] = (640, 480), frames: int = 120, faces: int 
     return SyntheticClip(size, frames, faces, picture, face_box, seed)
 
 
-def open_source(source: Union[int, str, os.PathLike[str]], loop: bool = False,
-                max_frames: Optional[int] = None) -> Iterator[np.ndarray]:
-    """Yield BGR uint8 frames from a video file or a camera (an int, or a string of digits).
+class VideoSource:
+    """Frames from a video file or a camera (an int, or a string of digits), with what is known of them.
 
-    ``loop`` restarts a file at its end. Raises FileNotFoundError / ValueError naming the source
-    when it cannot be opened or yields no frame.
+    ``fps``, ``size`` (w, h) and ``frame_count`` (None for a camera or when the container does not
+    say) are read when opened. Iterating yields BGR uint8 frames; ``loop`` restarts a file at its
+    end. Raises FileNotFoundError / ValueError naming the source when it cannot be opened or
+    yields no frame. ``close()`` (or a ``with`` block) releases the device or file.
     """
-    import cv2
 
-    if isinstance(source, int) or (isinstance(source, str) and source.isdigit()):
-        target: Union[int, str] = int(source)
-        what = "camera %d" % int(source)
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError("video file not found: %s" % path)
-        target, what = str(path), "video file %s" % path
-    cap = cv2.VideoCapture(target)
-    try:
-        if not cap.isOpened():
-            raise ValueError("cannot open %s (unsupported format, or no such device)" % what)
-        count = 0
-        while max_frames is None or count < max_frames:
+    def __init__(self, source: Union[int, str, os.PathLike[str]], loop: bool = False,
+                 max_frames: Optional[int] = None) -> None:
+        import cv2
+
+        if isinstance(source, int) or (isinstance(source, str) and source.isdigit()):
+            target: Union[int, str] = int(source)
+            self.description = "camera %d" % int(source)
+        else:
+            path = Path(source)
+            if not path.is_file():
+                raise FileNotFoundError("video file not found: %s" % path)
+            target, self.description = str(path), "video file %s" % path
+        self.is_camera = isinstance(target, int)
+        self.loop, self.max_frames = loop, max_frames
+        self._cap = cv2.VideoCapture(target)
+        if not self._cap.isOpened():
+            self._cap.release()
+            raise ValueError("cannot open %s (unsupported format, or no such device)" % self.description)
+        fps = self._cap.get(cv2.CAP_PROP_FPS)
+        self.fps = float(fps) if fps and 1 <= fps <= 1000 else 30.0
+        self.size = (int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+        count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        self.frame_count: Optional[int] = None if self.is_camera or count <= 0 else count
+        if max_frames is not None and self.frame_count is not None:
+            self.frame_count = min(self.frame_count, max_frames)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        import cv2
+
+        cap, count = self._cap, 0
+        while self.max_frames is None or count < self.max_frames:
             ok, frame = cap.read()
             if not ok:
                 if count == 0:
-                    raise ValueError("%s gave no frame (unreadable or empty)" % what)
-                if loop and isinstance(target, str):
+                    raise ValueError("%s gave no frame (unreadable or empty)" % self.description)
+                if self.loop and not self.is_camera:
                     cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
                     ok, frame = cap.read()
                 if not ok:
                     return
             count += 1
             yield frame
-    finally:
-        cap.release()
+
+    def close(self) -> None:
+        self._cap.release()
+
+    def __enter__(self) -> VideoSource:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def open_source(source: Union[int, str, os.PathLike[str]], loop: bool = False,
+                max_frames: Optional[int] = None) -> Iterator[np.ndarray]:
+    """Yield BGR uint8 frames from a video file or a camera; see ``VideoSource``."""
+    with VideoSource(source, loop=loop, max_frames=max_frames) as video:
+        yield from video

@@ -1,0 +1,151 @@
+"""``dfl-perf run``: the optimized face-swap pipeline on a video file or a camera, written to a video.
+
+The headless mode DeepFaceLive users asked for (DFL #51, #36). A file is processed frame by frame,
+every frame, in order, with a progress bar; a camera runs live: the oldest waiting frame is
+dropped (and frames older than ``deadline``), so the output stays real-time.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+__all__ = ["HeadlessOptions", "run_headless", "HeadlessError"]
+
+_FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "XVID"}
+
+
+class HeadlessError(RuntimeError):
+    """A problem with the source, the model or the output, said in words."""
+
+
+@dataclass
+class HeadlessOptions:
+    model: str
+    source: Union[str, int]
+    output: Optional[str] = None
+    show: bool = False
+    provider: Optional[str] = None
+    detector: str = "yunet_n_320_320"
+    max_faces: int = 1
+    deadline: float = 0.25  # seconds; live sources only
+    max_frames: Optional[int] = None
+    progress: bool = True
+
+
+class _Stop(Exception):
+    """Raised from the frame sink when the user closes the preview window."""
+
+
+def _check_output(output: str) -> str:
+    path = Path(output)
+    suffix = path.suffix.lower()
+    if suffix not in _FOURCC:
+        raise HeadlessError("output %s: unsupported extension %r (use one of %s)"
+                            % (path, suffix, ", ".join(sorted(_FOURCC))))
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise HeadlessError("output %s: folder %s does not exist" % (path, folder))
+    if not os.access(str(folder), os.W_OK):
+        raise HeadlessError("output %s: folder %s is not writable" % (path, folder))
+    return suffix
+
+
+def _open_writer(output: str, fps: float, size: Any) -> Any:
+    import cv2
+
+    fourcc = cv2.VideoWriter_fourcc(*_FOURCC[_check_output(output)])
+    writer = cv2.VideoWriter(output, fourcc, fps, size)
+    if not writer.isOpened():
+        raise HeadlessError("output %s: OpenCV cannot write this format here (codec %s)"
+                            % (output, _FOURCC[Path(output).suffix.lower()]))
+    return writer
+
+
+def _build_runner(options: HeadlessOptions, live: bool, monitor: Any) -> Any:
+    from dfl_perf.facepipe.workload import OptimizedRunner, Workload
+
+    if not Path(options.model).is_file():
+        raise HeadlessError("model not found: %s" % options.model)
+    workload = Workload(detector=options.detector, dfm=options.model, max_faces=options.max_faces)
+    try:
+        return OptimizedRunner(workload, options.provider, live=live,
+                               deadline=options.deadline if live else None, monitor=monitor)
+    except Exception as exc:  # ModelLoadError, DFMContractError, ModelFetchError: each says what is wrong
+        raise HeadlessError("cannot use model %s: %s" % (options.model, exc)) from exc
+
+
+def run_headless(options: HeadlessOptions) -> Dict[str, Any]:
+    """Swap faces in ``options.source`` and write ``options.output``; returns the monitor's summary."""
+    from dfl_perf.facepipe.clip import VideoSource
+    from dfl_perf.monitor import PerformanceMonitor, draw_overlay
+    from dfl_perf.progress import ProgressBar
+
+    if options.output is None and not options.show:
+        raise HeadlessError("nothing to do: give --output PATH and/or --show")
+    if options.output is not None:
+        _check_output(options.output)
+    try:
+        source = VideoSource(options.source, max_frames=options.max_frames)
+    except (OSError, ValueError) as exc:
+        raise HeadlessError(str(exc)) from exc
+    with source, PerformanceMonitor(sample_system=options.show) as monitor:
+        runner = _build_runner(options, live=source.is_camera, monitor=monitor)
+        writer = _open_writer(options.output, source.fps, source.size) if options.output else None
+        bar = ProgressBar("run", source.frame_count or 0, enabled=None if options.progress and source.frame_count else False)
+
+        def sink(index: int, frame: Any) -> None:
+            if writer is not None:
+                writer.write(frame)
+            if options.show:
+                import cv2
+
+                draw_overlay(frame, monitor)
+                cv2.imshow("dfl-perf run (q to stop)", frame)
+                if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+                    raise _Stop()
+            bar.advance()
+
+        try:
+            with runner:
+                runner.run(source, sink=sink)
+        except _Stop:
+            pass
+        except ValueError as exc:  # the source went bad mid-stream
+            raise HeadlessError(str(exc)) from exc
+        finally:
+            bar.close()
+            if writer is not None:
+                writer.release()
+            if options.show:
+                import cv2
+
+                cv2.destroyAllWindows()
+        return monitor.summary()
+
+
+def format_summary(summary: Dict[str, Any]) -> str:
+    """One short paragraph of what the run did."""
+    lat = summary.get("latency") or {}
+    return "frames %s, dropped %s, late %s, failed %s, %.1f FPS, latency p50 %.1f ms p95 %.1f ms" % (
+        summary.get("frames"), summary.get("dropped"), summary.get("late"), summary.get("failed"),
+        summary.get("fps_mean") or 0.0, 1000 * (lat.get("p50") or 0.0), 1000 * (lat.get("p95") or 0.0))
+
+
+def main_args(args: Any) -> int:
+    """``dfl-perf run`` with parsed arguments; prints errors in words and returns the exit code."""
+    options = HeadlessOptions(model=args.model, source=args.source, output=args.output, show=args.show,
+                              provider=args.provider, max_faces=args.max_faces, max_frames=args.max_frames,
+                              progress=not args.no_progress)
+    try:
+        summary = run_headless(options)
+    except HeadlessError as exc:
+        print("dfl-perf run: %s" % exc, file=sys.stderr)
+        return 2
+    print(format_summary(summary))
+    if options.output:
+        print("wrote %s" % options.output)
+    return 0
