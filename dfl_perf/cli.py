@@ -62,6 +62,19 @@ def _run(args: argparse.Namespace) -> int:
     return main_args(args)
 
 
+def _soak(args: argparse.Namespace) -> int:
+    from dfl_perf.soak import SoakOptions, format_verdict, run_soak
+
+    options = SoakOptions(duration=args.duration, fps=args.fps, dfm_cost=args.dfm_cost)
+    report = run_soak(options, progress=not args.no_progress)
+    print(format_verdict(report))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(report, fh, indent=2, default=str)
+        print("wrote %s" % args.json)
+    return 0 if report["verdict"]["passed"] else 1
+
+
 def _models(argv: List[str]) -> int:
     from dfl_perf.facepipe.models import models_main
 
@@ -110,6 +123,14 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, help="stop after this many frames")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run)
+
+    p = sub.add_parser("soak", help="run the optimized pipeline live for a while; exit 1 on leaks, decay or lost frames")
+    p.add_argument("--duration", type=float, default=60.0, metavar="SECONDS", help="how long (default 60)")
+    p.add_argument("--fps", type=float, default=60.0, help="source frame rate (default 60: frames get dropped)")
+    p.add_argument("--dfm-cost", choices=("5ms", "20ms", "60ms"), default="20ms", help="stand-in DFM cost")
+    p.add_argument("--json", metavar="PATH", help="write the samples and the verdict as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_soak)
 
     sub.add_parser("models", help="list, fetch or locate the pinned reference models (dfl-perf models -h)")
     return parser

@@ -91,6 +91,7 @@ class RunStats:
     latencies: List[float] = field(default_factory=list)
     completions: List[float] = field(default_factory=list)
     not_done: int = 0
+    accounting: Dict[str, Any] = field(default_factory=dict)  # the pipeline's stats() once closed
 
     @property
     def seconds(self) -> float:
@@ -353,6 +354,7 @@ class OptimizedRunner:
             finally:
                 feeder.join()
         stats.finished = time.perf_counter()
+        stats.accounting = pipe.stats()
         if errors:
             raise errors[0]
         return stats
