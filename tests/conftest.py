@@ -24,6 +24,12 @@ def shared_root() -> Path:
     return Path(os.environ.get("DFL_PERF_SHARED", str(REPO.parent / "shared")))
 
 
+# Registry models resolve through the mirror: point it at the shared models (no downloads in tests).
+if (shared_root() / "models").is_dir():
+    os.environ.setdefault("DFL_PERF_MODEL_MIRROR", str(shared_root() / "models"))
+    os.environ.setdefault("DFL_PERF_SHARED", str(shared_root()))
+
+
 @pytest.fixture(scope="session")
 def shared_models() -> Path:
     """Folder of the real models (YuNet, FaceMesh, Peppa); skips when absent."""
