@@ -457,3 +457,27 @@ def test_invalidate_removes_an_entry(cache_dir, tmp_path):
     cache.invalidate(key)
     assert not list(cache.root.glob(key + ".*"))
     assert create_session_with_info(path, config).disk_cache == "stored"
+
+
+@pytest.fixture
+def cuda_listed(monkeypatch):
+    """onnxruntime claims a CUDA provider it cannot start. No CUDA exists on the test machine, so only
+    the availability list is faked: the real onnxruntime then runs the session on the CPU."""
+    real = ort.get_available_providers
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider"] + list(real()))
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_provider_that_fails_to_start_falls_back(ok_path, cuda_listed, caplog):
+    with caplog.at_level(logging.WARNING, logger="dfl_perf.sessions"):
+        info = create_session_with_info(ok_path, SessionConfig(providers=["cuda", "cpu"]))
+    assert info.providers[0] == "CPUExecutionProvider"
+    assert any("CUDAExecutionProvider failed to initialise" in r.getMessage() and str(ok_path) in r.getMessage()
+               for r in caplog.records)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_provider_that_fails_to_start_raises_when_strict(ok_path, cuda_listed):
+    with pytest.raises(ProviderError, match="CUDAExecutionProvider failed to initialise") as info:
+        create_session(ok_path, SessionConfig.dfl_default("cuda"))
+    assert info.value.path == str(ok_path)

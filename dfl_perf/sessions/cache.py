@@ -37,6 +37,9 @@ class _Entry:
 
 
 def _refs_beyond_entry(entry: _Entry) -> int:
+    """References to the session besides the cache's own (0 where refcounts do not exist)."""
+    if not hasattr(sys, "getrefcount"):  # PyPy and friends: only leases count as holds
+        return 0
     # getrefcount sees: the entry's attribute, and its own argument.
     return sys.getrefcount(entry.session) - 2
 
@@ -111,9 +114,9 @@ class ModelCache:
         with self._lock:
             digest = self._digests.get(stamp)
         if digest is None:
-            from dfl_perf.sessions.diskcache import _sha256_file
+            from dfl_perf.sessions.diskcache import sha256_file
 
-            digest = _sha256_file(Path(real))[0]
+            digest = sha256_file(Path(real))
             with self._lock:
                 self._digests[stamp] = digest
         return ("sha256", digest)

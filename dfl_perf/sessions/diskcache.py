@@ -31,14 +31,14 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from dfl_perf.sessions.config import ProviderEntry, SessionConfig
 
-__all__ = ["OptimizedModelCache", "optimized_cache_dir", "cpu_fingerprint"]
+__all__ = ["OptimizedModelCache", "optimized_cache_dir", "cpu_fingerprint", "sha256_file"]
 
 log = logging.getLogger("dfl_perf.sessions")
 
 FORMAT = 1
 #: A lock older than this (seconds) is taken to belong to a crashed writer.
 LOCK_STALE_SECONDS = 900.0
-_CHUNK = 1 << 20
+_CHUNK = 4 << 20
 _EXTERNAL_MARKER = b"\x0a\x08location"  # StringStringEntryProto(key="location"): external tensor data
 
 
@@ -73,21 +73,33 @@ def cpu_fingerprint() -> str:
     return _fingerprint
 
 
-def _sha256_file(path: Path) -> Tuple[str, bool]:
+def _scan_file(path: Path) -> Tuple[str, bool]:
     """(sha256 of the file, whether it holds an external-data reference)."""
     digest = hashlib.sha256()
     external = False
+    keep = len(_EXTERNAL_MARKER) - 1
     tail = b""
-    with open(path, "rb") as handle:
+    with open(path, "rb", buffering=0) as handle:
         while True:
             chunk = handle.read(_CHUNK)
             if not chunk:
                 break
             digest.update(chunk)
-            if not external and _EXTERNAL_MARKER in tail + chunk:
-                external = True
-            tail = chunk[-(len(_EXTERNAL_MARKER) - 1):]
+            if not external:
+                external = chunk.find(_EXTERNAL_MARKER) >= 0 or _EXTERNAL_MARKER in tail + chunk[:keep]
+                tail = chunk[-keep:]
     return digest.hexdigest(), external
+
+
+def sha256_file(path: Path) -> str:
+    """The sha256 of a file, read in large chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb", buffering=0) as handle:
+        while True:
+            chunk = handle.read(_CHUNK)
+            if not chunk:
+                return digest.hexdigest()
+            digest.update(chunk)
 
 
 def _external_files(path: str) -> List[str]:
@@ -150,7 +162,7 @@ class _Writer:
         if not self.temp_path.is_file() or self.temp_path.stat().st_size == 0:
             raise OSError("onnxruntime wrote no optimized model to %s" % self.temp_path)
         os.chmod(str(self.temp_path), 0o600)
-        sha, _ = _sha256_file(self.temp_path)
+        sha = sha256_file(self.temp_path)
         target = self.cache.model_path(self.key)
         meta = dict(meta, format=FORMAT, cacheable=True, sha256=sha, size=self.temp_path.stat().st_size,
                     file=target.name, created=time.time())
@@ -209,7 +221,7 @@ class OptimizedModelCache:
                 return known["sha256"], False
         except (OSError, ValueError, KeyError, AttributeError):
             pass
-        sha, external = _sha256_file(Path(real))
+        sha, external = _scan_file(Path(real))
         if external:  # never memoised: the data files can change while the .onnx file does not
             return self._with_external_data(real, sha), True
         with contextlib.suppress(OSError):
@@ -226,7 +238,7 @@ class OptimizedModelCache:
             return None
         digest = hashlib.sha256(sha.encode())
         for name in files:
-            data_sha, _ = _sha256_file(Path(os.path.dirname(real)) / name)
+            data_sha = sha256_file(Path(os.path.dirname(real)) / name)
             digest.update(("%s=%s;" % (name, data_sha)).encode())
         return digest.hexdigest()
 
@@ -271,7 +283,7 @@ class OptimizedModelCache:
             known = self._verified.get(str(path))
         if known == (stat.st_size, stat.st_mtime_ns, meta.get("sha256")):
             return path
-        sha, _ = _sha256_file(path)
+        sha = sha256_file(path)
         if sha != meta.get("sha256"):
             return None
         self.remember_verified(path, sha)
