@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import weakref
 from typing import Any, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -75,9 +76,10 @@ def _output_order(names: List[str]) -> Tuple[int, int, int]:
 
 
 class _FaceState:
-    __slots__ = ("batch", "feeds")
+    __slots__ = ("thread", "batch", "feeds")
 
     def __init__(self) -> None:
+        self.thread = weakref.ref(threading.current_thread())
         self.batch: Optional[np.ndarray] = None
         self.feeds: dict = {}
 
@@ -146,9 +148,22 @@ class DFMRunner:
             if self.morph_name is not None:
                 state.feeds[self.morph_name] = np.zeros((1,), np.float32)
             with self._lock:
+                self._release_dead_threads_locked()
                 self._states.append(state)
             self._local.state = state
         return state
+
+    def _release_dead_threads_locked(self) -> None:
+        """Give the batch buffers of threads that have ended back to the pool (worker threads come and go)."""
+        alive = []
+        for state in self._states:
+            thread = state.thread()
+            if thread is not None and thread.is_alive():
+                alive.append(state)
+            elif state.batch is not None:
+                self.bound.host_pool.release(state.batch)
+                state.batch = None
+        self._states = alive
 
     def _count(self, faces: Faces) -> int:
         if isinstance(faces, np.ndarray):

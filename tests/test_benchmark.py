@@ -1,0 +1,69 @@
+"""`dfl-perf benchmark` on a tiny workload: the report holds what users read, and the output
+check fails when the optimized path changes the frames."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("cv2")
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+from dfl_perf.benchmark import BenchmarkOptions, compare_outputs, run_benchmark  # noqa: E402
+from dfl_perf.benchmark.report import format_table, plot  # noqa: E402
+
+TINY = dict(resolution=(320, 240), duration=0.4, repeats=1, dfm_cost="5ms", warmup=2, trace_frames=4,
+            progress=False)
+
+
+@pytest.fixture(autouse=True)
+def _cache(cache_dir, shared_models, shared_media):
+    return cache_dir
+
+
+@pytest.mark.timeout(300)
+def test_benchmark_report(tmp_path):
+    report = run_benchmark(BenchmarkOptions(**TINY))
+    for mode in ("baseline", "optimized"):
+        assert report[mode]["fps"] > 0
+        assert report[mode]["peak_rss"] > 0
+        assert {"p50", "p95", "p99"} <= set(report[mode]["latency"])
+        assert report[mode]["timeline"]
+    assert report["outputs_match"] is True
+    assert report["output_check"]["frames_compared"] == report["workload"]["frames"] == 12
+    assert report["speedup"] == pytest.approx(report["optimized"]["fps"] / report["baseline"]["fps"])
+    assert report["compute_bound_fps"] > 0 and set(report["optimized"]["stage_cpu_ms"]) == {"detect", "swap", "merge"}
+    assert report["session_start"]["cache_hit"] < report["session_start"]["tuned_cold"]
+    assert report["machine"]["versions"]["onnxruntime"]
+    text = format_table(report)
+    assert "speedup" in text and "outputs_match True" in text
+    json.dumps(report, default=str)
+    pytest.importorskip("matplotlib")
+    plot(report, str(tmp_path / "b.png"))
+    assert (tmp_path / "b.png").stat().st_size > 1000
+
+
+@pytest.mark.timeout(300)
+def test_output_check_catches_a_wrong_optimized_path(monkeypatch):
+    from dfl_perf.facepipe import workload
+    from dfl_perf.facepipe.clip import make_clip
+
+    real_merge = workload.OptimizedRunner.merge
+
+    def brighter(self, item):
+        item = real_merge(self, item)
+        np.add(item.output, 3, out=item.output, casting="unsafe")  # a "speed-up" that changes the frames
+        return item
+
+    monkeypatch.setattr(workload.OptimizedRunner, "merge", brighter)
+    frames = np.stack(make_clip(size=(320, 240), frames=4).to_list())
+    result = compare_outputs(frames, {"dfm_cost": "5ms"}, "CPUExecutionProvider")
+    assert result["match"] is False and result["max_abs_diff"] >= 3
+
+
+def test_quick_options_are_short():
+    quick = BenchmarkOptions.quick()
+    assert quick.duration * quick.repeats <= BenchmarkOptions().duration * BenchmarkOptions().repeats
