@@ -13,6 +13,7 @@ its own IOBinding runner, and decode the outputs, with the same result as ``dete
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -79,6 +80,17 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, top_k: int 
         rest = order[1:]
         order = rest[box_iou(boxes[best], boxes[rest]) <= iou_threshold]
     return np.asarray(keep, dtype=np.int64)
+
+
+_THREAD = threading.local()
+
+
+def _resize_buffer(shape: Tuple[int, int, int]) -> np.ndarray:
+    """This thread's reusable uint8 buffer of ``shape`` for the scaled frame."""
+    buf = getattr(_THREAD, "resized", None)
+    if buf is None or buf.shape != shape:
+        buf = _THREAD.resized = np.empty(shape, np.uint8)
+    return buf
 
 
 class FaceDetector:
@@ -152,6 +164,7 @@ class FaceDetector:
         h, w = frame.shape[:2]
         scale = min(in_w / w, in_h / h)
         new_w, new_h = max(1, min(in_w, int(round(w * scale)))), max(1, min(in_h, int(round(h * scale))))
+        out_given = out is not None
         if out is None:
             out = np.zeros(self.input_shape, dtype=np.float32)
         else:
@@ -162,7 +175,9 @@ class FaceDetector:
         if (new_w, new_h) != (w, h):
             import cv2
 
-            frame = cv2.resize(frame, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+            # with ``out`` (the pooled path) the scaled frame goes to a per-thread buffer too
+            dst = _resize_buffer((new_h, new_w, 3)) if out_given else None
+            frame = cv2.resize(frame, (new_w, new_h), dst=dst, interpolation=cv2.INTER_LINEAR)
         np.copyto(out[0, :, :new_h, :new_w], frame.transpose(2, 0, 1))
         return out, (new_w / w, new_h / h)
 

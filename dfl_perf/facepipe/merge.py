@@ -11,8 +11,9 @@ the warp, so results differ from a float32 blend by at most one level.
 
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
-from typing import Optional, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -28,11 +29,39 @@ def _erode_kernel(erode: int) -> np.ndarray:
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * erode + 1, 2 * erode + 1))
 
 
+class _Scratch(threading.local):
+    """Per-thread work buffers that grow to the largest size asked and are reused: the merge's
+    temporaries (feathered mask, warped face and weights) cost no allocation in steady state."""
+
+    def __init__(self) -> None:
+        self.buffers: dict = {}
+
+    def view(self, name: str, shape: Tuple[int, ...], dtype: Any) -> np.ndarray:
+        size = int(np.prod(shape))
+        key = (name, np.dtype(dtype).str)
+        buf = self.buffers.get(key)
+        if buf is None or buf.size < size:
+            buf = self.buffers[key] = np.empty(size, dtype)
+        return buf[:size].reshape(shape)
+
+
+def _fresh() -> _Scratch:
+    """Scratch that is used once: the public ``feather_mask`` returns arrays the caller owns."""
+    return _Scratch()
+
+
+_SCRATCH = _Scratch()
+
+
 def feather_mask(mask: np.ndarray, erode: int = 5, blur: int = 25) -> np.ndarray:
     """Shrink the mask by ``erode`` px, fade it to 0 at the crop border, then blur it over ``blur`` px.
 
     ``mask`` (res, res) or (res, res, 1), float32 0..1 (or uint8 0..255). Returns (res, res) float32 0..1.
     """
+    return _feather(mask, erode, blur, _fresh())
+
+
+def _feather(mask: np.ndarray, erode: int, blur: int, scratch: _Scratch) -> np.ndarray:
     import cv2
 
     m = np.asarray(mask)
@@ -40,19 +69,23 @@ def feather_mask(mask: np.ndarray, erode: int = 5, blur: int = 25) -> np.ndarray
         m = m[:, :, 0]
     if m.ndim != 2:
         raise ValueError("mask must be (res, res) or (res, res, 1), got %s" % (np.shape(mask),))
-    m = m.astype(np.float32) * (1.0 / 255.0) if m.dtype == np.uint8 else m.astype(np.float32, copy=True)
+    work = scratch.view("mask", m.shape, np.float32)
+    if m.dtype == np.uint8:
+        np.multiply(m, np.float32(1.0 / 255.0), out=work, casting="unsafe")
+    else:
+        np.copyto(work, m, casting="unsafe")
     if erode > 0:
-        m = cv2.erode(m, _erode_kernel(int(erode)))
+        work = cv2.erode(work, _erode_kernel(int(erode)), dst=scratch.view("eroded", m.shape, np.float32))
     if blur > 0:
         half = int(blur) // 2
         border = min(half + 1, m.shape[0] // 2, m.shape[1] // 2)
-        m[:border, :] = 0
-        m[-border:, :] = 0
-        m[:, :border] = 0
-        m[:, -border:] = 0
-        m = cv2.GaussianBlur(m, (2 * half + 1, 2 * half + 1), 0)
-    np.clip(m, 0.0, 1.0, out=m)
-    return m
+        work[:border, :] = 0
+        work[-border:, :] = 0
+        work[:, :border] = 0
+        work[:, -border:] = 0
+        work = cv2.GaussianBlur(work, (2 * half + 1, 2 * half + 1), 0, dst=scratch.view("blurred", m.shape, np.float32))
+    np.clip(work, 0.0, 1.0, out=work)
+    return work
 
 
 def face_rect(M: np.ndarray, resolution: int, frame_shape: Sequence[int],
@@ -118,10 +151,12 @@ def _blend_one(out: np.ndarray, celeb: np.ndarray, mask: np.ndarray, M: np.ndarr
         raise ValueError("celeb must be (res, res, 3) float32 0..1 or uint8, got %s %s" % (celeb.shape, celeb.dtype))
     if np.shape(mask)[:2] != (res, res):
         raise ValueError("mask must be (%d, %d[, 1]) like the celeb face, got %s" % (res, res, np.shape(mask)))
-    alpha_crop = feather_mask(mask, erode, blur)
+    scratch = _SCRATCH
+    alpha_crop = _feather(mask, erode, blur, scratch)
     # blend only where the mask is not 0: its bounding box in the crop (+1 px for the bilinear
     # warp's reach), mapped to the frame; outside it the warped mask is exactly 0
-    bx, by, bw, bh = cv2.boundingRect((alpha_crop > 0).view(np.uint8))
+    nonzero = np.greater(alpha_crop, 0, out=scratch.view("nonzero", alpha_crop.shape, np.bool_))
+    bx, by, bw, bh = cv2.boundingRect(nonzero.view(np.uint8))
     if bw == 0 or bh == 0:
         return
     rect = face_rect(M, res, out.shape, (bx - 1.0, by - 1.0, bx + bw + 1.0, by + bh + 1.0))
@@ -131,13 +166,15 @@ def _blend_one(out: np.ndarray, celeb: np.ndarray, mask: np.ndarray, M: np.ndarr
     M = np.asarray(M, dtype=np.float64)
     to_rect = M.copy()
     to_rect[:, 2] += M[:, :2] @ np.array([x0, y0], dtype=np.float64)  # rect pixel -> crop pixel
-    size = (x1 - x0, y1 - y0)
+    size, shape = (x1 - x0, y1 - y0), (y1 - y0, x1 - x0)
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
     if celeb.dtype == np.float32:  # quantise in crop space (res x res), cheaper than in the frame
-        celeb = cv2.convertScaleAbs(celeb, alpha=255.0)
-    face = cv2.warpAffine(celeb, to_rect, size, flags=flags, borderMode=cv2.BORDER_CONSTANT)
-    alpha = cv2.warpAffine(alpha_crop, to_rect, size, flags=flags,
+        celeb = cv2.convertScaleAbs(celeb, dst=scratch.view("celeb", celeb.shape, np.uint8), alpha=255.0)
+    face = cv2.warpAffine(celeb, to_rect, size, dst=scratch.view("face", shape + (3,), np.uint8), flags=flags,
+                          borderMode=cv2.BORDER_CONSTANT)
+    alpha = cv2.warpAffine(alpha_crop, to_rect, size, dst=scratch.view("alpha", shape, np.float32), flags=flags,
                            borderMode=cv2.BORDER_CONSTANT)
+    keep = np.subtract(np.float32(1.0), alpha, out=scratch.view("keep", shape, np.float32))
     roi = out[y0:y1, x0:x1]
     # (face * a + roi * (1 - a)) / (1 + 1e-5), rounded: outside the mask (a = 0) the frame is unchanged
-    roi[...] = cv2.blendLinear(face, roi, alpha, 1.0 - alpha)
+    np.copyto(roi, cv2.blendLinear(face, roi, alpha, keep, dst=scratch.view("blend", shape + (3,), np.uint8)))
