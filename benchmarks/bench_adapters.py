@@ -13,7 +13,9 @@ warm-up. Variants, alternated within each repeat:
 - ``dfl_perf --no-fast-dfm``: the same without the DFM fast path (to attribute the gain).
 
 A second table times ``DFMModel.convert`` alone (one process, same tuned session): DFL's convert vs
-the fast path, interleaved calls.
+the fast path, interleaved calls. A third times what every spawned worker pays at start-up: a fresh
+interpreter importing the backend package, wall time including dfl_perf's sitecustomize
+(onnxruntime and onnx deferred with dfl_perf).
 """
 
 from __future__ import annotations
@@ -113,6 +115,37 @@ def bench_convert(work: Path, calls: int) -> Dict[str, float]:
         sys.path.remove(str(STANDIN))
 
 
+_IMPORT_PROBE = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import apps.DeepFaceLive.backend
+print(int('__version__' in vars(sys.modules['onnxruntime'])))
+"""
+
+
+def bench_worker_import(repeats: int) -> Dict[str, Dict[str, float]]:
+    """Wall seconds of a fresh interpreter (start-up, sitecustomize, then importing the stand-in backend
+    package, as each spawned DFL worker does)."""
+    from dfl_perf.adapters.deepfacelive import DFLConfig
+    from dfl_perf.adapters.deepfacelive._install import SITE_DIR
+
+    base_env = dict(os.environ, ORT_DEVICES_INITIALIZED="1", ORT_DEVICES_COUNT="0")
+    for name in ("DFL_PERF_DFL_CONFIG", "PYTHONPATH"):
+        base_env.pop(name, None)
+    variants = {"dfl": base_env,
+                "dfl_perf": dict(base_env, PYTHONPATH=SITE_DIR, DFL_PERF_DFL_CONFIG=DFLConfig().to_json())}
+    times: Dict[str, List[float]] = {name: [] for name in variants}
+    loaded: Dict[str, int] = {}
+    for _ in range(repeats):
+        for name, env in variants.items():
+            started = time.perf_counter()
+            done = subprocess.run([sys.executable, "-c", _IMPORT_PROBE, str(STANDIN)], cwd=str(REPO), env=env,
+                                  capture_output=True, text=True, timeout=120, check=True)
+            times[name].append(time.perf_counter() - started)
+            loaded[name] = int(done.stdout.split()[-1])
+    return {name: {"wall_s": median(values), "onnxruntime_loaded": loaded[name]} for name, values in times.items()}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short run (fewer frames and repeats)")
@@ -133,6 +166,7 @@ def main() -> int:
         work = Path(tmp)
         pipeline = bench_pipeline(work, frames, warmup, repeats)
         convert = bench_convert(work, 40 if args.quick else 150)
+    imports = bench_worker_import(3 if args.quick else 7)
     base = pipeline["dfl"]["fps_median"]
     print("\n%-26s %12s %10s  %s" % ("variant", "frames/s", "speed-up", "threads/session"))
     for name, row in pipeline.items():
@@ -141,8 +175,12 @@ def main() -> int:
     print("%-32s %10s %10s" % ("input", "DFL", "fast path"))
     for label, row in convert.items():
         print("%-32s %10.2f %10.2f" % (label, row["dfl_ms"], row["fast_ms"]))
+    print("\nWorker start-up: a fresh interpreter importing the backend package, as every spawned DFL worker"
+          " does (median wall s):")
+    for name, row in imports.items():
+        print("%-26s %8.3f s   onnxruntime run: %s" % (name, row["wall_s"], bool(row["onnxruntime_loaded"])))
     write_json(args.json, {"machine": info, "frames": frames, "warmup": warmup, "repeats": repeats,
-                           "pipeline": pipeline, "convert": convert})
+                           "pipeline": pipeline, "convert": convert, "worker_import": imports})
     return 0
 
 
