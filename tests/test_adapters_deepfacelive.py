@@ -7,6 +7,7 @@ onnxruntime is mocked; a CUDA request on this CPU-only machine is a real "provid
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -171,6 +172,30 @@ def test_session_cache_is_keyed_on_provider_not_device_equality(standin, shared_
     records = dp.session_records()
     assert [r.cached for r in records] == [False, True, False, False]
     assert [r.requested_provider for r in records[2:]] == ["CUDAExecutionProvider", "DmlExecutionProvider"]
+    shared = InferenceSession_with_device.dfl_perf_state.sessions
+    assert len(shared) == 3
+    del on_dml  # a session DFL dropped is not kept alive by the cache
+    gc.collect()
+    assert len(shared) == 2
+
+
+def test_gpu_session_settings():
+    """What a CUDA/TensorRT/DirectML request is built with (no GPU needed to check the settings)."""
+    from dfl_perf.adapters.deepfacelive.factory import _providers, session_config
+
+    config = DFLConfig(tensorrt=True)
+    cuda = _providers(config, "CUDAExecutionProvider", 1, ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert [name for name, _ in cuda] == ["CUDAExecutionProvider"]
+    assert cuda[0][1]["cudnn_conv_algo_search"] == "HEURISTIC" and cuda[0][1]["device_id"] == "1"
+    trt = _providers(config, "CUDAExecutionProvider", 0, ["TensorrtExecutionProvider", "CUDAExecutionProvider"])
+    assert [name for name, _ in trt] == ["TensorrtExecutionProvider", "CUDAExecutionProvider"]
+    assert trt[0][1]["trt_engine_cache_enable"] == "1" and trt[0][1]["trt_engine_cache_path"]
+    exhaustive = _providers(DFLConfig(cudnn_conv_algo_search="EXHAUSTIVE"), "CUDAExecutionProvider", 0, [])
+    assert exhaustive[0][1]["cudnn_conv_algo_search"] == "EXHAUSTIVE"
+    dml = session_config(config, _providers(config, "DmlExecutionProvider", 0, []), 2)
+    assert dml.enable_mem_pattern is False and dml.intra_op_threads == 2 and dml.strict
+    cpu = session_config(DFLConfig(allow_spinning=True), [("CPUExecutionProvider", {})], 3)
+    assert cpu.intra_op_spinning is None and cpu.disk_cache and cpu.enable_mem_pattern is None
 
 
 def test_missing_cuda_falls_back_to_cpu_with_a_warning(standin, dfm_files, caplog):
@@ -455,9 +480,9 @@ def test_deferred_module_runs_only_when_used(tmp_path, monkeypatch):
         for name in [n for n in sys.modules if n.startswith("dflperf_lazy_pkg")]:
             del sys.modules[name]
         monkeypatch.delenv("DFLPERF_LAZY_RAN")
+        # `from package import submodule`, as DFL's `from onnx import numpy_helper`
         import dflperf_lazy_pkg
-
-        from dflperf_lazy_pkg import sub  # `from package import submodule` (DFL: from onnx import numpy_helper)
+        from dflperf_lazy_pkg import sub
 
         assert "DFLPERF_LAZY_RAN" not in os.environ and not is_module_loaded("dflperf_lazy_pkg.sub")
         assert sub.DOUBLE == 14 and os.environ["DFLPERF_LAZY_RAN"] == "1"  # package first, then the submodule

@@ -6,8 +6,8 @@
 - builds sessions through ``dfl_perf.sessions`` with tuned options (CPU: an intra-op thread budget
   shared across DFL's model processes and spinning off; CUDA: HEURISTIC cuDNN search; optional
   TensorRT with its engine cache; the optimized-model disk cache shared by all processes),
-- caches sessions per process on (model identity, provider, device index, threads), never on
-  ``ORTDeviceInfo`` equality (which ignores the provider),
+- shares sessions within a process on (model identity, provider, device index, threads), never on
+  ``ORTDeviceInfo`` equality (which ignores the provider), for as long as DFL holds them,
 - falls back to CPU with a warning when the requested GPU provider is missing or fails to load.
 
 All session building goes through ``_create_session``: the one place to switch to another builder.
@@ -20,6 +20,7 @@ import logging
 import os
 import sys
 import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
@@ -54,7 +55,8 @@ class FactoryState:
     """The per-process state of one patched factory: config, session cache and build records."""
 
     config: DFLConfig
-    sessions: Dict[Tuple[Any, ...], Any] = field(default_factory=dict)
+    # weak: a session DFL has dropped is not kept alive (a DFM can hold gigabytes); it is shared while in use
+    sessions: Any = field(default_factory=weakref.WeakValueDictionary)
     records: List[SessionRecord] = field(default_factory=list)
     lock: Any = field(default_factory=threading.RLock)
 
@@ -126,14 +128,14 @@ def _session_for(state: FactoryState, onnx_model_or_path: Any, device_info: Any)
             sess = state.sessions[key]
             state.records.append(SessionRecord(label, ep, index, list(sess.get_providers()), threads, True))
             return sess
-        sess, record = _build(state.config, source, model_key, label, ep, index, threads)
+        sess, record = _build(state.config, source, label, ep, index, threads)
         if state.config.cache_sessions:
             state.sessions[key] = sess
         state.records.append(record)
         return sess
 
 
-def _build(config: DFLConfig, source: ModelSource, model_key: Tuple[Any, ...], label: str, ep: str, index: int,
+def _build(config: DFLConfig, source: ModelSource, label: str, ep: str, index: int,
            threads: int) -> Tuple[Any, SessionRecord]:
     import onnxruntime as ort
 
