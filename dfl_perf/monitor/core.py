@@ -167,13 +167,13 @@ class PerformanceMonitor:
             ring.total += latency_seconds
 
     def frame_dropped(self, n: int = 1) -> None:
-        """Count ``n`` frames dropped (never processed)."""
+        """Count ``n`` frames dropped: discarded by a drop policy, or processed but never read."""
         with self._frames.lock:
             self._roll_if_due()
             self._frames.dropped += n
 
     def frame_late(self, n: int = 1) -> None:
-        """Count ``n`` frames that finished after their deadline."""
+        """Count ``n`` frames skipped as late: older than the deadline when a stage would have started them."""
         with self._frames.lock:
             self._roll_if_due()
             self._frames.late += n
