@@ -182,12 +182,22 @@ def test_mirror_url(cache_dir, register, server, monkeypatch):
     assert path.read_bytes() == PAYLOAD and srv.requests == [("/good.bin", None)]
 
 
-def test_registry_matches_the_shared_files(shared_models):
-    assert set(REGISTRY) >= {"yunet_s_640_640", "yunet_n_320_320", "facemesh_468", "peppa_slim_160_68pt"}
+def test_registry_matches_the_shared_files(shared_models, shared_media):
+    assert set(REGISTRY) >= {"yunet_s_640_640", "yunet_n_320_320", "facemesh_468", "peppa_slim_160_68pt", "astronaut"}
     for info in REGISTRY.values():
-        data = (shared_models / info.filename).read_bytes()
+        folder = shared_media if info.filename.endswith(".png") else shared_models
+        data = (folder / info.filename).read_bytes()
         assert len(data) == info.size and hashlib.sha256(data).hexdigest() == info.sha256, info.name
-        assert info.url.startswith("https://raw.githubusercontent.com/") and info.licence.startswith("Apache-2.0")
+        assert info.url.startswith("https://raw.githubusercontent.com/")
+        assert info.licence.startswith("Apache-2.0") or info.licence == "public domain (NASA)"
+
+
+def test_clip_image_falls_back_to_the_registry(shared_media, cache_dir, monkeypatch):
+    from dfl_perf.facepipe.clip import default_face_image
+
+    monkeypatch.setenv("DFL_PERF_SHARED", str(cache_dir / "no-shared-here"))
+    monkeypatch.setenv(models.MIRROR_ENV, str(shared_media))  # stands in for the download
+    assert default_face_image() == shared_media / "astronaut.png"
 
 
 def test_mirror_directory_is_used_in_place(shared_models, cache_dir, monkeypatch):

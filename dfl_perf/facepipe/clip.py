@@ -37,10 +37,16 @@ ImageArg = Union[None, str, "os.PathLike[str]", np.ndarray]
 
 
 def default_face_image() -> Path:
-    """astronaut.png from the shared media folder (``DFL_PERF_SHARED``/media, default ../shared beside the repo)."""
+    """astronaut.png: from the shared media folder (``DFL_PERF_SHARED``/media, default ../shared beside
+    the checkout) when present, else the registry's pinned copy (user cache, or fetched and hash-checked)."""
     root = os.environ.get("DFL_PERF_SHARED")
     base = Path(root) if root else Path(__file__).resolve().parents[3] / "shared"
-    return base / "media" / "astronaut.png"
+    shared = base / "media" / "astronaut.png"
+    if shared.is_file():
+        return shared
+    from dfl_perf.facepipe.models import model_path
+
+    return model_path("astronaut")
 
 
 def _load_image(image: ImageArg) -> Tuple[np.ndarray, bool]:

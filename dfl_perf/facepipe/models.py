@@ -54,6 +54,7 @@ class ModelInfo:
 
 _YUNET = "https://raw.githubusercontent.com/ShiqiYu/libfacedetection.train/0047ac24afb1a50a0c6105001c89d1b5b805dbf1/onnx/"
 _ZARU = "https://raw.githubusercontent.com/SludgePhD/Zaru/95d4f0c1c4afb509061e1f43fceaed91e4f21434/3rdparty/onnx/"
+_SKIMAGE = "https://raw.githubusercontent.com/scikit-image/scikit-image/d496654a566b0bdfff0585bddbdf4c030e0e080f/skimage/data/"
 
 REGISTRY: Dict[str, ModelInfo] = {m.name: m for m in (
     ModelInfo("yunet_s_640_640", "yunet_s_640_640.onnx", _YUNET + "yunet_s_640_640.onnx",
@@ -68,6 +69,9 @@ REGISTRY: Dict[str, ModelInfo] = {m.name: m for m in (
     ModelInfo("peppa_slim_160_68pt", "peppa_slim_160_68pt.onnx", _ZARU + "slim_160_latest.onnx",
               "6cf9b509fba3a3c5f89cbcfb19ce0d503254da1d854e9e977a3c45ba5d16dab8", 936698, "Apache-2.0",
               "Peppa slim-160, 68 landmarks, 160x160"),
+    ModelInfo("astronaut", "astronaut.png", _SKIMAGE + "astronaut.png",
+              "88431cd9653ccd539741b555fb0a46b61558b301d4110412b5bc28b5e3ea6cb5", 791555, "public domain (NASA)",
+              "real face photo for the test clip (not a model), 512x512 RGB"),
 )}
 
 
