@@ -81,8 +81,14 @@ def _models(argv: List[str]) -> int:
     return models_main(argv)
 
 
+def _dfl(argv: List[str]) -> int:
+    from dfl_perf.adapters.deepfacelive import dfl_main
+
+    return dfl_main(argv)
+
+
 #: subcommands that parse their own arguments (everything after the command name is theirs)
-_PASSTHROUGH = {"models": _models}
+_PASSTHROUGH = {"models": _models, "dfl": _dfl}
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -133,6 +139,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_soak)
 
     sub.add_parser("models", help="list, fetch or locate the pinned reference models (dfl-perf models -h)")
+    sub.add_parser("dfl", help="launch DeepFaceLive with dfl_perf in every worker: dfl-perf dfl PATH/main.py run "
+                              "DeepFaceLive --userdata-dir DIR (dfl-perf dfl -h)")
     return parser
 
 
