@@ -617,6 +617,8 @@ def test_dfl_main_arguments(tmp_path, capsys):
     assert dp.dfl_main([str(tmp_path / "missing_main.py"), "run"]) == 2
     assert "main.py not found" in capsys.readouterr().err
     assert dp.dfl_main(["meter", str(tmp_path / "nothing")]) == 2
+    assert dp.dfl_main([]) == 2 and "usage: dfl-perf dfl" in capsys.readouterr().err
+    assert dp.dfl_main(["--config", "{bad", "main.py"]) == 2 and "not valid JSON" in capsys.readouterr().err
     script = tmp_path / "exits.py"
     script.write_text("import sys\nassert sys.argv[1:] == ['a', 'b']\nsys.exit(3)\n")
     assert dp.dfl_main([str(script), "a", "b"]) == 3

@@ -151,6 +151,9 @@ def uninstall() -> bool:
                     setattr(module, FACTORY_NAME, state.original_factory)
         state.restore_env()
         state.factory.dfl_perf_state.clear()  # type: ignore[attr-defined]
+        meter = sys.modules.get("dfl_perf.adapters.deepfacelive.meter")
+        if meter is not None:
+            meter.forget_meters()
         return True
 
 

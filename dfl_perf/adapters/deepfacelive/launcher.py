@@ -104,7 +104,10 @@ def _meter_main(argv: List[str]) -> int:
     p.add_argument("meter_dir", help="the --meter-dir given to the launch")
     p.add_argument("--format", choices=("json", "csv", "prometheus"), default="json")
     p.add_argument("--out", default=None, help="write to this file as well as stdout")
-    args = p.parse_args(argv)
+    try:
+        args = p.parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         sys.stdout.write(write_meter_view(args.meter_dir, args.out, args.format))
     except FileNotFoundError as exc:
@@ -119,11 +122,14 @@ def dfl_main(argv: List[str]) -> int:
     if argv and argv[0] == "meter":
         return _meter_main(argv[1:])
     parser = _parser()
-    args = parser.parse_args(argv)
     try:
-        config = config_from_args(args)
-    except ValueError as exc:
-        parser.error(str(exc))
+        args = parser.parse_args(argv)
+        try:
+            config = config_from_args(args)
+        except ValueError as exc:
+            parser.error(str(exc))
+    except SystemExit as exc:  # --help, or a usage error argparse has already printed
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         return launch(args.main_py, args.dfl_args, config)
     except FileNotFoundError as exc:

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Union
 
-__all__ = ["ModuleMeter", "patch_backend_module", "collect_meter", "write_meter_view", "meter_for"]
+__all__ = ["ModuleMeter", "patch_backend_module", "collect_meter", "write_meter_view", "meter_for", "forget_meters"]
 
 _METER_ATTR = "_dfl_perf_meter"
 _UI_REFRESH_S = 0.25
@@ -68,7 +68,7 @@ class ModuleMeter:
         self._tick_start = None
         if now >= self._next_ui:
             fps = self.monitor.fps()
-            self._ui_value = 1.0 / fps if fps > 0 else busy
+            self._ui_value = max(1.0 / fps if fps > 0 else busy, 1e-6)  # DFL's UI divides by it
             self._next_ui = now + _UI_REFRESH_S
         if self.meter_dir is not None and now >= self._next_flush:
             self.flush()
@@ -120,6 +120,14 @@ def meter_for(worker: Any, meter_dir: Optional[PathLike] = None, interval: float
 def _flush_all() -> None:
     for meter in list(_meters):
         meter.flush()
+
+
+def forget_meters() -> None:
+    """Write and drop every meter of this process (``uninstall`` calls it)."""
+    meters = list(_meters)
+    del _meters[:]
+    for meter in meters:
+        meter.close()
 
 
 def patch_backend_module(module: Any, patcher: Any, config: Any) -> None:

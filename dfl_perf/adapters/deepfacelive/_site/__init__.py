@@ -1,0 +1,1 @@
+"""Holds the sitecustomize.py that the DeepFaceLive launcher puts on PYTHONPATH (a package only so it ships)."""
