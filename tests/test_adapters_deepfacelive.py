@@ -220,6 +220,18 @@ def test_missing_cuda_falls_back_to_cpu_with_a_warning(standin, dfm_files, caplo
         DFMModel(dfm_files["plain"], gpu)
 
 
+def test_no_cpu_fallback_for_models_dfl_keeps_off_the_cpu(standin, shared_models, tmp_path):
+    import shutil
+
+    dp.install(_quiet(), propagate=False)
+    from xlib.onnxruntime import InferenceSession_with_device, ORTDeviceInfo
+
+    centerface = tmp_path / "CenterFace.onnx"  # DFL: "CenterFace ONNX model does not work correctly on CPU"
+    shutil.copyfile(str(shared_models / "yunet_n_320_320.onnx"), str(centerface))
+    with pytest.raises(Exception, match="CUDAExecutionProvider is not available.*not run on the CPU"):
+        InferenceSession_with_device(str(centerface), ORTDeviceInfo(0, "CUDAExecutionProvider", "GPU", 1, 1))
+
+
 def test_factory_accepts_bytes_and_model_proto(standin, dfm_files):
     import onnx
 

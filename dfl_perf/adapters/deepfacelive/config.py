@@ -30,7 +30,8 @@ class DFLConfig:
     - ``allow_spinning``: keep onnxruntime's busy-waiting intra-op threads (off: they starve the
       other DFL processes).
     - ``cpu_fallback``: when the CUDA/DirectML provider cannot load, build a CPU session with a
-      warning instead of raising (DFL's behaviour kills the module).
+      warning instead of raising (DFL's behaviour kills the module). Never for the model files
+      named in ``cpu_fallback_exclude`` (DFL keeps CenterFace off the CPU: wrong results there).
     - ``cudnn_conv_algo_search``: CUDA convolution search (``HEURISTIC`` avoids the slow first run).
     - ``tensorrt``: put TensorRT (with its engine cache) before CUDA when it is installed.
     - ``optimized_model_cache``: save and reuse onnxruntime's optimized graph on disk.
@@ -49,6 +50,7 @@ class DFLConfig:
     intra_op_threads: Optional[int] = None
     allow_spinning: bool = False
     cpu_fallback: bool = True
+    cpu_fallback_exclude: Tuple[str, ...] = field(default_factory=lambda: ("CenterFace",))
     cudnn_conv_algo_search: str = "HEURISTIC"
     tensorrt: bool = False
     optimized_model_cache: bool = True
@@ -63,6 +65,7 @@ class DFLConfig:
 
     def __post_init__(self) -> None:
         self.lazy_imports = tuple(self.lazy_imports)
+        self.cpu_fallback_exclude = tuple(self.cpu_fallback_exclude)
         if int(self.model_processes) < 1:
             raise ValueError("DFLConfig.model_processes must be >= 1, got %r" % (self.model_processes,))
         if self.intra_op_threads is not None and int(self.intra_op_threads) < 1:
@@ -83,6 +86,7 @@ class DFLConfig:
         """The settings as a JSON object string."""
         data = asdict(self)
         data["lazy_imports"] = list(self.lazy_imports)
+        data["cpu_fallback_exclude"] = list(self.cpu_fallback_exclude)
         return json.dumps(data, sort_keys=True)
 
     @classmethod

@@ -153,12 +153,18 @@ def _build(config: DFLConfig, source: ModelSource, label: str, ep: str, index: i
                 problem = "%s failed to load: %s" % (ep, _first_line(exc))
             else:
                 return info.session, _record(info, label, ep, index, threads, None)
-        if not config.cpu_fallback:
+        if not config.cpu_fallback or _fallback_excluded(config, label):
+            why = "cpu_fallback is off" if not config.cpu_fallback else "this model is not run on the CPU"
             raise Exception("%s for %s; check the CUDA/cuDNN install or choose the CPU device"
-                            " (dfl_perf cpu_fallback is off)" % (problem, label))
+                            " (dfl_perf: %s)" % (problem, label, why))
         log.warning("dfl_perf: %s; running %s on CPU instead (set cpu_fallback=False to fail instead)", problem, label)
     info = _create_session(config, source, [(CPU_PROVIDER, {})], threads)
     return info.session, _record(info, label, ep, index, threads, problem)
+
+
+def _fallback_excluded(config: DFLConfig, label: str) -> bool:
+    stem = os.path.splitext(os.path.basename(label))[0].lower()
+    return any(stem == name.lower() for name in config.cpu_fallback_exclude)
 
 
 def _record(info: Any, label: str, ep: str, index: int, threads: int, problem: Optional[str]) -> SessionRecord:
