@@ -1,7 +1,12 @@
 """Peak memory of the reference workload: baseline vs optimized, per resolution (issue 11, part 2).
 
-SKELETON: the measuring harness is here; the workload itself (``run_workload``) is to be wired
-to ``dfl_perf.facepipe.workload`` by the lead. Until then the script says so and exits 2.
+The workload is ``dfl_perf.facepipe.workload``: YuNet -> align -> DFM stand-in (20 ms) -> merge on
+the generated clip; baseline = DFL's way (DFL's session options, sequential, fresh arrays, DFL's
+full-frame float32 merge), optimized = dfl_perf's (tuned cached sessions, pooled IOBinding, the
+Pipeline, a MemoryManager over the pool and the cache). Frames are rendered one at a time in both
+modes, so no frame list inflates either peak. Each run also records the mean of every output
+frame, and the table reports the largest difference of those means between the modes (the output
+check proper, pixel by pixel, is ``dfl-perf benchmark``'s ``outputs_match``).
 
 Each (mode, resolution, repeat) runs in a fresh Python process, so one run's allocations never
 count in another's peak. The child imports the workload, reads its RSS (``rss_start``), runs the
@@ -33,12 +38,30 @@ _CHILD_FLAG = "--child"
 
 
 def run_workload(mode: str, width: int, height: int, frames: int) -> Dict[str, Any]:
-    """Run the reference workload once in this process; return what it wants to report.
+    """Run the reference workload once in this process; returns FPS and per-frame output means."""
+    from dfl_perf.facepipe.clip import PATH_PERIOD, make_clip
+    from dfl_perf.facepipe.workload import BaselineRunner, OptimizedRunner, Workload
 
-    To be written by the lead on top of ``dfl_perf.facepipe.workload`` (baseline: DFL's way;
-    optimized: dfl_perf's sessions, pools, processor and MemoryManager).
-    """
-    raise NotImplementedError("the reference workload (dfl_perf/facepipe/workload.py) is not wired in yet")
+    clip = make_clip(size=(width, height), frames=PATH_PERIOD)
+    means: List[float] = []
+
+    def source():
+        for i in range(frames):
+            yield clip.render(i % PATH_PERIOD)
+
+    def sink(index: int, frame: Any) -> None:
+        means.append(float(frame.mean()))
+
+    if mode == "baseline":
+        stats = BaselineRunner(Workload()).run(source(), sink=sink)
+    else:
+        from dfl_perf.memory import MemoryManager
+
+        with OptimizedRunner(Workload()) as runner, MemoryManager(host_budget=256 << 20) as memory:
+            memory.register(runner.pool, name="frame buffers")
+            memory.register(runner.cache, name="sessions")
+            stats = runner.run(source(), sink=sink)
+    return {"fps": stats.fps, "frames_done": stats.frames, "output_means": means}
 
 
 def _rss_bytes() -> Optional[int]:
@@ -101,13 +124,15 @@ def _parse_resolution(text: str) -> Tuple[int, int]:
 
 
 def table(rows: List[Dict[str, Any]]) -> List[str]:
-    lines = ["| resolution | frames | baseline peak RSS MB | optimized peak RSS MB | change |",
-             "|---|---:|---:|---:|---:|"]
+    lines = ["| resolution | frames | baseline peak RSS MB | optimized peak RSS MB | change | baseline FPS "
+             "| optimized FPS | max diff of frame means |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         base, opt = row["baseline"]["peak_rss"], row["optimized"]["peak_rss"]
         change = "%+.1f%%" % (100.0 * (opt - base) / base) if base and opt is not None else "-"
-        lines.append("| %dx%d | %d | %.1f | %.1f | %s |" % (row["width"], row["height"], row["frames"],
-                                                          base / MB, opt / MB, change))
+        lines.append("| %dx%d | %d | %.1f | %.1f | %s | %.1f | %.1f | %.4f |" % (
+            row["width"], row["height"], row["frames"], base / MB, opt / MB, change, row["baseline"]["fps"],
+            row["optimized"]["fps"], row["max_mean_diff"]))
     return lines
 
 
@@ -134,7 +159,16 @@ def main(argv: Optional[List[str]] = None) -> int:
             for mode in MODES:  # interleaving per resolution keeps both modes under the same machine load
                 runs = [measure_once(mode, width, height, frames, args.timeout) for _ in range(repeats)]
                 row[mode] = {"peak_rss": median(r["peak_rss"] for r in runs),
-                             "rss_start": median(r["rss_start"] for r in runs), "runs": runs}
+                             "rss_start": median(r["rss_start"] for r in runs),
+                             "fps": median(r["workload"]["fps"] for r in runs), "runs": runs}
+            a = row["baseline"]["runs"][0]["workload"]["output_means"]
+            b = row["optimized"]["runs"][0]["workload"]["output_means"]
+            if len(a) != len(b):
+                raise RuntimeError("modes processed different frame counts: %d vs %d" % (len(a), len(b)))
+            row["max_mean_diff"] = max(abs(x - y) for x, y in zip(a, b))
+            for mode in MODES:
+                for run in row[mode]["runs"]:
+                    run["workload"].pop("output_means")
             rows.append(row)
     except NotImplementedError as exc:
         print("not ready: %s" % exc)
