@@ -481,3 +481,23 @@ def test_provider_that_fails_to_start_raises_when_strict(ok_path, cuda_listed):
     with pytest.raises(ProviderError, match="CUDAExecutionProvider failed to initialise") as info:
         create_session(ok_path, SessionConfig.dfl_default("cuda"))
     assert info.value.path == str(ok_path)
+
+
+def test_unchanged_cache_file_is_not_rehashed_but_a_touched_one_is(cache_dir, tmp_path, monkeypatch):
+    import dfl_perf.sessions.diskcache as diskcache
+
+    path = save(conv_model(), tmp_path / "conv.onnx")
+    config = SessionConfig.tuned(threads=1, providers="cpu").replace(disk_cache=True)
+    assert create_session_with_info(path, config).disk_cache == "stored"
+    hashed = []
+    real = diskcache.sha256_file
+    monkeypatch.setattr(diskcache, "sha256_file", lambda p: hashed.append(p) or real(p))
+    assert create_session_with_info(path, config).disk_cache == "hit"
+    assert hashed == []
+    model_file = next(optimized_cache_dir().glob("*.onnx"))
+    os.utime(str(model_file), ns=(1, 1))  # same bytes, new stamp: checked in full, still valid
+    assert create_session_with_info(path, config).disk_cache == "hit"
+    assert hashed == [model_file]
+    monkeypatch.setattr(diskcache, "ALWAYS_VERIFY_SHA256", True)
+    create_session_with_info(path, config)
+    assert len(hashed) == 2

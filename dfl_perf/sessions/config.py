@@ -206,9 +206,12 @@ class SessionConfig:
         """The providers this config builds with (``select_providers()`` when ``providers`` is None)."""
         if self.providers is not None:
             return self.providers
-        from dfl_perf.devices import select_providers
+        from dfl_perf.devices import available_providers, select_providers
 
-        return tuple((name, _options_tuple(opts)) for name, opts in select_providers())
+        # ``available`` given: skips the install diagnostics (70 ms of package-metadata scans on the
+        # first call); ``dfl_perf.devices.warn_install_problems()`` or ``dfl-perf doctor`` run them.
+        chosen = select_providers(available=available_providers())
+        return tuple((name, _options_tuple(opts)) for name, opts in chosen)
 
     def with_provider_options(self, provider: str, **options: Any) -> SessionConfig:
         """A copy with ``options`` merged into ``provider``'s options (booleans become '1'/'0').

@@ -12,7 +12,9 @@ Layout under ``dfl_perf.paths.user_cache_dir() / 'optimized'`` (created 0o700):
 ``<key>`` hashes the source model's content (with its external data files), the onnxruntime
 version, the providers and their options, the CPU (optimized graphs hold CPU-specific layouts)
 and the config fields that change the graph. Files are written to a temporary name and renamed;
-a file whose sha256 does not match its sidecar, or that onnxruntime cannot load, is rebuilt.
+a file whose sha256 does not match its sidecar, or that onnxruntime cannot load, is rebuilt. The
+sha256 is recomputed only when the file's stamp (size, mtime, ctime, inode) differs from the one
+recorded at writing, so an unchanged 500 MB entry costs no hashing at start.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ import logging
 import os
 import platform
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
@@ -36,6 +37,8 @@ __all__ = ["OptimizedModelCache", "optimized_cache_dir", "cpu_fingerprint", "sha
 log = logging.getLogger("dfl_perf.sessions")
 
 FORMAT = 1
+#: Hash the cached file on every load even when its stamp is unchanged (costs about 1 s per GB).
+ALWAYS_VERIFY_SHA256 = False
 #: A lock older than this (seconds) is taken to belong to a crashed writer.
 LOCK_STALE_SECONDS = 900.0
 _CHUNK = 4 << 20
@@ -126,6 +129,11 @@ def _external_files(path: str) -> List[str]:
     return sorted(found)
 
 
+def _stamp(stat: os.stat_result) -> List[int]:
+    """Size, modification and change times and inode: any write or replacement changes one of them."""
+    return [stat.st_size, stat.st_mtime_ns, getattr(stat, "st_ctime_ns", 0), stat.st_ino]
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
     fd, temp = tempfile.mkstemp(dir=str(path.parent), prefix=path.name + ".", suffix=".tmp")
     try:
@@ -167,8 +175,8 @@ class _Writer:
         meta = dict(meta, format=FORMAT, cacheable=True, sha256=sha, size=self.temp_path.stat().st_size,
                     file=target.name, created=time.time())
         os.replace(str(self.temp_path), str(target))
+        meta["stamp"] = _stamp(target.stat())
         _write_atomic(self.cache.meta_path(self.key), json.dumps(meta, indent=1, sort_keys=True).encode())
-        self.cache.remember_verified(target, sha)
         return target
 
     def mark_uncacheable(self, reason: str) -> None:
@@ -185,8 +193,6 @@ class OptimizedModelCache:
 
     def __init__(self, root: Optional[Path] = None) -> None:
         self.root = Path(root) if root is not None else optimized_cache_dir()
-        self._verified: Dict[str, Tuple[int, int, str]] = {}
-        self._lock = threading.Lock()
 
     def directory(self) -> Path:
         from dfl_perf.paths import ensure_private_dir
@@ -212,7 +218,7 @@ class OptimizedModelCache:
             return hashlib.sha256(source.data).hexdigest(), False
         real = os.path.realpath(source.path)
         stat = os.stat(real)
-        stamp = [stat.st_size, stat.st_mtime_ns, getattr(stat, "st_ctime_ns", 0), stat.st_ino]
+        stamp = _stamp(stat)
         memo = self.directory() / "sources" / (hashlib.sha256(real.encode("utf-8", "replace")).hexdigest()[:32]
                                                + ".json")
         try:
@@ -265,13 +271,13 @@ class OptimizedModelCache:
             return None
         return meta if isinstance(meta, dict) and meta.get("format") == FORMAT else None
 
-    def remember_verified(self, path: Path, sha: str) -> None:
-        stat = path.stat()
-        with self._lock:
-            self._verified[str(path)] = (stat.st_size, stat.st_mtime_ns, sha)
-
     def verified_file(self, key: str, meta: Dict[str, Any]) -> Optional[Path]:
-        """The entry's model file when its size and sha256 match the sidecar; None otherwise."""
+        """The entry's model file when it matches its sidecar; None when missing or corrupt.
+
+        The file's sha256 is checked against the sidecar unless its stamp (size, mtime, ctime,
+        inode) is still the one recorded when it was written (any write, truncation or replacement
+        changes the stamp); ``ALWAYS_VERIFY_SHA256`` forces the full check on every load.
+        """
         path = self.model_path(key)
         try:
             stat = path.stat()
@@ -279,15 +285,9 @@ class OptimizedModelCache:
             return None
         if stat.st_size != meta.get("size"):
             return None
-        with self._lock:
-            known = self._verified.get(str(path))
-        if known == (stat.st_size, stat.st_mtime_ns, meta.get("sha256")):
+        if not ALWAYS_VERIFY_SHA256 and meta.get("stamp") == _stamp(stat):
             return path
-        sha = sha256_file(path)
-        if sha != meta.get("sha256"):
-            return None
-        self.remember_verified(path, sha)
-        return path
+        return path if sha256_file(path) == meta.get("sha256") else None
 
     # ---------------------------------------------------------------------------- writing
 
