@@ -20,9 +20,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 __all__ = ["BenchmarkOptions", "run_benchmark", "MATCH_TOLERANCE"]
 
-#: outputs agree when no pixel differs by more than this many uint8 levels (the optimized merge
-#: quantises the swapped face in crop space, DFL's in frame space)
-MATCH_TOLERANCE = 2
+#: outputs agree when no pixel differs by more than this many uint8 levels. The optimized merge
+#: warps only the face's rectangle: OpenCV rounds warp sample positions to 1/32 px from the matrix,
+#: and a rectangle-offset matrix rounds a little differently than the full frame's, which moves
+#: sharp edges by up to 3 levels on OpenCV 4.8 (DFL's pin), 1 on OpenCV 5.
+MATCH_TOLERANCE = 3
 
 
 @dataclass
