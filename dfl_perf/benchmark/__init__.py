@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -155,23 +154,14 @@ def _median_run(runs: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     return out
 
 
-def _import_ms() -> float:
-    """Median extra milliseconds `import dfl_perf` adds to a bare interpreter (fresh processes)."""
+def _import_ms(repeats: int = 5) -> float:
+    """Median milliseconds of `import dfl_perf`, each in a fresh interpreter (``lazy.import_cost``)."""
     import statistics
 
-    repo = str(Path(__file__).resolve().parent.parent.parent)
-    code = "import sys; sys.path.insert(0, %r); import dfl_perf" % repo
+    from dfl_perf.lazy import import_cost
 
-    def once(c: str) -> float:
-        t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-S", "-c", c], check=True)
-        return time.perf_counter() - t0
-
-    bare, pkg = [], []
-    for _ in range(7):
-        bare.append(once("pass"))
-        pkg.append(once(code))
-    return 1000 * (statistics.median(pkg) - statistics.median(bare))
+    samples = [import_cost(["dfl_perf"])["dfl_perf"] for _ in range(repeats)]
+    return 1000 * statistics.median(s for s in samples if s is not None)
 
 
 def run_benchmark(options: BenchmarkOptions) -> Dict[str, Any]:
