@@ -482,6 +482,46 @@ def test_bound_session_cuda_graph_falls_back_with_a_reason_on_cpu():
     np.testing.assert_array_equal(out[0], np.full((1, 4), 3, np.float32))
 
 
+def test_fixed_buffer_graph_path_mechanics_on_cpu():
+    """CUDA cannot exist here: a CPU session stands in for the CUDA-graph session, so the fixed-buffer
+    path (inputs copied into fixed OrtValues, one binding, one signature, fallback) runs for real."""
+    from dfl_perf.buffers._graph import CudaGraphPath
+
+    sess = _session(two_input_model())
+    bound = BoundSession(sess)
+    bound._graph = CudaGraphPath(_session(two_input_model()), True, OrtValuePool("cpu"))
+    b = np.full((1, 4), 0.5, np.float32)
+    for value in (1.0, 2.0):
+        a = np.full((2, 4), value, np.float32)
+        out = bound.run({"a": a, "b": b})
+        np.testing.assert_array_equal(out[0], sess.run(None, {"a": a, "b": b})[0])
+    assert bound.stats()["cuda_graph_runs"] == 2 and bound.stats()["runs"] == 0
+    values = bound.run({"a": a, "b": b}, as_ortvalues=True)
+    assert values[0].shape() == [2, 4]
+    other = np.ones((3, 4), np.float32)  # another signature: the ordinary path on the original session
+    np.testing.assert_array_equal(bound.run({"a": other, "b": b})[0], sess.run(None, {"a": other, "b": b})[0])
+    assert bound.stats()["cuda_graph_runs"] == 3 and bound.stats()["runs"] == 1
+    assert bound.cuda_graph_status.startswith("active")
+    bound.close()
+
+
+def test_fixed_buffer_graph_path_failure_falls_back_with_a_warning():
+    from dfl_perf.buffers._graph import CudaGraphPath
+
+    i = helper.make_tensor_value_info("i", TensorProto.INT64, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    table = helper.make_tensor("table", TensorProto.FLOAT, [4], [1.0, 2.0, 3.0, 4.0])
+    graph = helper.make_graph([helper.make_node("Gather", ["table", "i"], ["y"])], "g", [i], [y], [table])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    bound = BoundSession(_session(model))
+    bound._graph = CudaGraphPath(_session(model), True, OrtValuePool("cpu"))
+    with pytest.warns(CudaGraphFallbackWarning, match="the run under a CUDA graph failed"):
+        with pytest.raises(BoundSessionError, match="Gather"):
+            bound.run({"i": np.array([9], np.int64)})
+    assert not bound.cuda_graph_active and bound.cuda_graph_status.startswith("fallback")
+    np.testing.assert_array_equal(bound.run({"i": np.array([3], np.int64)})[0], [4.0])
+
+
 def test_cuda_graph_needs_the_cuda_provider():
     from dfl_perf.buffers._graph import GraphUnavailable, graph_session_for
 

@@ -82,6 +82,7 @@ class CudaGraphPath:
         self._inputs: List[Any] = []
         self._outputs: List[Any] = []
         self.runs = 0
+        self.closed = False
 
     def _setup(self, input_names: Sequence[str], arrays: Sequence[np.ndarray], output_names: Sequence[str],
                out_shapes: Sequence[Tuple[int, ...]], out_dtypes: Sequence[np.dtype]) -> None:
@@ -100,6 +101,8 @@ class CudaGraphPath:
             output_names: Sequence[str], out_shapes: Sequence[Tuple[int, ...]], out_dtypes: Sequence[np.dtype],
             as_ortvalues: bool) -> List[Any]:
         with self._lock:
+            if self.closed:
+                raise RuntimeError("the CUDA-graph path was closed by another thread")
             if self._io is None:
                 self._setup(input_names, arrays, output_names, out_shapes, out_dtypes)
                 self.signature = sig
@@ -113,6 +116,7 @@ class CudaGraphPath:
 
     def close(self) -> None:
         with self._lock:
+            self.closed = True
             for value in self._inputs + self._outputs:
                 self._pool.release(value)
             self._inputs, self._outputs, self._io = [], [], None

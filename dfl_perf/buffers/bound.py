@@ -339,12 +339,16 @@ class BoundSession:
                                 [s.dtype for s in self.outputs], as_ortvalues)
         except Exception as exc:
             reason = "the run under a CUDA graph failed: %s" % short_error(exc)
-            self._graph = None
-            graph.close()
-            self.cuda_graph_status = "fallback: %s" % reason
+            with self._lock:
+                first = self._graph is graph  # only the first failing thread reports it
+                self._graph = None
+            if first:
+                graph.close()
+                self.cuda_graph_status = "fallback: %s" % reason
             if not graph.is_clone:
                 raise BoundSessionError(reason) from None
-            warn_fallback(reason)
+            if first:
+                warn_fallback(reason)
             return None
         self.cuda_graph_status = "active for input shapes %s" % (sig,)
         return outputs
