@@ -214,6 +214,27 @@ def test_create_session_errors_are_typed_and_name_the_file(tmp_path, case, error
     assert pickle.loads(pickle.dumps(info.value)).path == str(path)
 
 
+def _one_node(op: str, domain: str = "", ir: int = 8):
+    node = helper.make_node(op, ["x"], ["y"], domain=domain)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = ir
+    return model
+
+
+@pytest.mark.parametrize("model, words", [
+    (_one_node("NoSuchOp"), "NoSuchOp"),
+    (_one_node("Foo", domain="my.domain"), "my.domain"),
+    (_one_node("Relu", ir=99), "IR version"),
+])
+def test_models_this_onnxruntime_cannot_run(tmp_path, model, words):
+    path = save(model, tmp_path / "m.onnx")
+    with pytest.raises(UnsupportedModelError, match="cannot run on onnxruntime") as info:
+        create_session(path, SessionConfig(providers=["cuda", "cpu"]))  # not blamed on a provider
+    assert words in str(info.value) and str(path) in str(info.value)
+
+
 def test_in_memory_errors_say_so():
     with pytest.raises(InvalidModelError, match="empty"):
         create_session(b"")
@@ -501,3 +522,16 @@ def test_unchanged_cache_file_is_not_rehashed_but_a_touched_one_is(cache_dir, tm
     monkeypatch.setattr(diskcache, "ALWAYS_VERIFY_SHA256", True)
     create_session_with_info(path, config)
     assert len(hashed) == 2
+
+
+def test_a_crashed_writers_temp_files_are_removed(cache_dir, tmp_path):
+    path = save(conv_model(), tmp_path / "conv.onnx")
+    config = SessionConfig.tuned(threads=1, providers="cpu").replace(disk_cache=True)
+    cache = OptimizedModelCache()
+    from dfl_perf.sessions.create import resolve_model
+
+    key = cache.key(cache.source_digest(resolve_model(path))[0], config, list(config.providers))
+    leftover = cache.directory() / (key + ".12345.onnx.tmp")
+    leftover.write_bytes(b"half a model")
+    assert create_session_with_info(path, config).disk_cache == "stored"
+    assert not leftover.exists() and not list(cache.root.glob("*.tmp"))

@@ -125,6 +125,10 @@ def _is_model_problem(text: str) -> bool:
     return _classify(text, "")[0] is not ModelLoadError
 
 
+_UNSUPPORTED_SIGNS = ("ir version", "no opset import for domain", "no op registered for",
+                      "could not find an implementation", "unrecognized attribute", "is not a registered function/op")
+
+
 def _classify(text: str, label: str) -> Tuple[type, str]:
     lowered = text.lower()
     if "no_suchfile" in lowered or "doesn't exist" in lowered:
@@ -132,13 +136,11 @@ def _classify(text: str, label: str) -> Tuple[type, str]:
     if "protobuf parsing failed" in lowered or "invalid_protobuf" in lowered or "no graph was found" in lowered:
         return InvalidModelError, ("%s is not a valid ONNX model: the file is truncated, corrupt or not ONNX"
                                    % label)
-    unsupported = ("opset" in lowered and ("under development" in lowered or "not supported" in lowered
-                                           or "only *guarantees*" in lowered or "is till opset" in lowered))
-    unsupported = unsupported or "ir version" in lowered or "no opset import for domain" in lowered
-    unsupported = unsupported or "could not find an implementation" in lowered or "unrecognized attribute" in lowered
-    unsupported = unsupported or "is not a registered function/op" in lowered
-    if unsupported:
+    opset = "opset" in lowered and ("under development" in lowered or "is till opset" in lowered)
+    if opset or any(sign in lowered for sign in _UNSUPPORTED_SIGNS):
         return UnsupportedModelError, "%s cannot run on onnxruntime %s" % (label, _ort_version())
+    if "this is an invalid model" in lowered:
+        return InvalidModelError, "%s is an invalid ONNX graph" % label
     return ModelLoadError, "could not load %s" % label
 
 

@@ -333,6 +333,7 @@ class OptimizedModelCache:
             return
         writer = None
         try:
+            self._remove_leftovers(key)
             writer = _Writer(self, key)
             yield writer
         finally:
@@ -340,6 +341,12 @@ class OptimizedModelCache:
                 writer.discard()
             with contextlib.suppress(OSError):
                 self._lock_path(key).unlink()
+
+    def _remove_leftovers(self, key: str) -> None:
+        """Temp files of this entry left by a writer that crashed (we hold the entry's lock)."""
+        for leftover in self.root.glob(key + ".*.tmp"):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
 
     def invalidate(self, key: str) -> None:
         """Remove an entry (under its lock when free); a missing entry is fine."""
