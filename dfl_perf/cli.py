@@ -144,6 +144,17 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _user_errors() -> tuple:
+    """Errors that describe the user's input or setup (files, models, sources), not a bug of ours."""
+    errors = [FileNotFoundError, PermissionError]
+    for module, name in (("dfl_perf.facepipe.models", "ModelFetchError"), ("dfl_perf.sessions.errors", "ModelLoadError"),
+                         ("dfl_perf.buffers", "DFMContractError"), ("dfl_perf.facepipe.swapper", "DFMContractError")):
+        loaded = sys.modules.get(module)  # only a module the command used can have raised it
+        if loaded is not None:
+            errors.append(getattr(loaded, name))
+    return tuple(errors)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of ``dfl-perf``; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -156,6 +167,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             parser.print_help()
             return 2
         return int(args.func(args) or 0)
+    except _user_errors() as exc:  # a missing model, an unreadable source: say it in one line
+        print("dfl-perf %s: %s" % (argv[0] if argv else "", exc), file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

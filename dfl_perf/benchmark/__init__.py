@@ -78,9 +78,16 @@ def _frames(options: BenchmarkOptions):
 
 
 def _workload(options: BenchmarkOptions) -> Dict[str, Any]:
+    """The workload spec for the child processes, with the model files resolved (fetched) here once."""
+    from dfl_perf.facepipe.workload import Workload
+
     spec = {"detector": options.detector, "dfm": options.model, "dfm_cost": options.dfm_cost,
             "max_faces": max(1, options.faces)}
     spec.update(options.workload_extra)
+    workload = Workload(**spec)
+    spec.update(detector=str(workload.detector_path()), dfm=options.model and str(workload.dfm_path()))
+    if options.model is None:
+        workload.dfm_path()  # build the stand-in file once, before the children race for it
     return spec
 
 
