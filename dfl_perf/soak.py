@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, List, Optional
 
 __all__ = ["SoakOptions", "run_soak", "judge", "format_verdict"]
 
@@ -33,22 +33,6 @@ class SoakOptions:
     rss_tolerance_bytes: int = 48 << 20
     rss_tolerance_fraction: float = 0.10
     fps_floor: float = 0.6
-
-
-def _paced(frames: List[Any], fps: float, duration: float, stop: threading.Event) -> Iterator[Any]:
-    """Loop over ``frames`` at ``fps`` for ``duration`` seconds (a camera that never waits)."""
-    period = 1.0 / fps
-    start = time.perf_counter()
-    i = 0
-    while not stop.is_set():
-        due = start + i * period
-        if due - start >= duration:
-            return
-        delay = due - time.perf_counter()
-        if delay > 0:
-            stop.wait(delay)
-        yield frames[i % len(frames)]
-        i += 1
 
 
 def _process_counts() -> Dict[str, int]:
@@ -121,7 +105,7 @@ def judge(samples: List[Dict[str, Any]], accounting: Dict[str, int], options: So
 def run_soak(options: SoakOptions, progress: bool = True) -> Dict[str, Any]:
     """Run the soak; returns ``{"options", "samples", "accounting", "verdict"}``."""
     from dfl_perf.facepipe.clip import make_clip
-    from dfl_perf.facepipe.workload import OptimizedRunner, Workload
+    from dfl_perf.facepipe.workload import OptimizedRunner, Workload, paced_frames
     from dfl_perf.monitor import PerformanceMonitor
     from dfl_perf.progress import ProgressBar
 
@@ -139,7 +123,7 @@ def run_soak(options: SoakOptions, progress: bool = True) -> Dict[str, Any]:
                                    name="dfl_perf-soak-sampler", daemon=True)
         sampler.start()
         try:
-            stats = runner.run(_paced(frames, options.fps, options.duration, stop),
+            stats = runner.run(paced_frames(frames, options.fps, options.duration, stop),
                                sink=lambda i, f: bar.update(time.perf_counter() - t0))
         finally:
             stop.set()

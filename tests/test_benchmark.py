@@ -15,7 +15,7 @@ pytest.importorskip("onnx")
 from dfl_perf.benchmark import BenchmarkOptions, compare_outputs, run_benchmark  # noqa: E402
 from dfl_perf.benchmark.report import format_table, plot  # noqa: E402
 
-TINY = dict(resolution=(320, 240), duration=0.4, repeats=1, dfm_cost="5ms", warmup=2, trace_frames=4,
+TINY = dict(resolution=(320, 240), duration=0.4, repeats=1, dfm_cost="5ms", warmup=2, trace_frames=4, live_seconds=1.0,
             progress=False)
 
 
@@ -32,6 +32,8 @@ def test_benchmark_report(tmp_path):
         assert report[mode]["peak_rss"] > 0
         assert {"p50", "p95", "p99"} <= set(report[mode]["latency"])
         assert report[mode]["timeline"]
+        live = report[mode]["live"]
+        assert live["camera_fps"] == 30 and 0 < live["done"] <= live["offered"] and live["latency"]["p50"] > 0
     assert report["outputs_match"] is True
     assert report["output_check"]["frames_compared"] == report["workload"]["frames"] == 12
     assert report["speedup"] == pytest.approx(report["optimized"]["fps"] / report["baseline"]["fps"])

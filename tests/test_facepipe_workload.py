@@ -103,3 +103,22 @@ def test_standin_file_is_built_once(cache_dir):
     time.sleep(0.01)
     assert standin_model_path(224, "5ms") == a and a.stat().st_mtime_ns == mtime
     assert str(a).startswith(str(cache_dir))
+
+
+@pytest.mark.timeout(60)
+def test_dfl_live_loop_takes_the_newest_frame(no_thread_leak):
+    import time as _time
+
+    from dfl_perf.facepipe.workload import run_live_latest
+
+    frames = [np.full((4, 4, 3), i, np.uint8) for i in range(10)]
+    seen = []
+
+    def slow(frame):  # 4x slower than the camera: most frames are never taken
+        seen.append(int(frame[0, 0, 0]))
+        _time.sleep(0.08)
+
+    stats = run_live_latest(slow, frames, fps=50, duration=1.0)
+    assert stats.frames == len(seen) and 5 <= stats.frames <= 20
+    assert stats.frames + stats.not_done == 50
+    assert all(0 < lat < 0.5 for lat in stats.latencies)

@@ -42,13 +42,16 @@ class BenchmarkOptions:
     warmup: int = 5
     trace_frames: int = 30
     max_queue: int = 2
+    live_fps: float = 30.0  # the live phase: a camera at this rate
+    live_seconds: float = 4.0
+    live_deadline: float = 0.15
     progress: bool = True
     workload_extra: Dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def quick(cls, **changes: Any) -> BenchmarkOptions:
         """Under two minutes on a 2-core machine: 2 s of clip, 3 repeats, fewer traced frames."""
-        base = dict(duration=2.0, repeats=3, trace_frames=15)
+        base = dict(duration=2.0, repeats=3, trace_frames=15, live_seconds=2.0)
         base.update(changes)
         return cls(**base)
 
@@ -154,6 +157,10 @@ def _median_run(runs: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
         "session_seconds": med(lambda r: r["session_seconds"]),
         "timeline": by_fps[len(by_fps) // 2]["timeline"],
     }
+    if "live" in runs[0]:
+        out["live"] = {"camera_fps": runs[0]["live"]["camera_fps"], "fps": med(lambda r: r["live"]["fps"]),
+                       "offered": med(lambda r: r["live"]["offered"]), "done": med(lambda r: r["live"]["done"]),
+                       "latency": {k: med(lambda r, k=k: r["live"]["latency"][k]) for k in ("p50", "p95", "p99")}}
     if "bound_fps" in runs[0]:
         out["bound_fps"] = med(lambda r: r["bound_fps"])
         out["stage_cpu_ms"] = {k: 1000 * med(lambda r, k=k: r["stage_cpu_seconds"][k]) for k in runs[0]["stage_cpu_seconds"]}
@@ -189,7 +196,9 @@ def run_benchmark(options: BenchmarkOptions) -> Dict[str, Any]:
         frames_path = workdir / "frames.npy"
         np.save(str(frames_path), frames)
         common = {"frames_path": str(frames_path), "workload": workload, "provider": provider,
-                  "warmup": options.warmup, "trace_frames": options.trace_frames, "max_queue": options.max_queue}
+                  "warmup": options.warmup, "trace_frames": options.trace_frames, "max_queue": options.max_queue,
+                  "live_fps": options.live_fps, "live_seconds": options.live_seconds,
+                  "live_deadline": options.live_deadline}
         for rep in range(options.repeats):
             order = ("baseline", "optimized") if rep % 2 == 0 else ("optimized", "baseline")
             for mode in order:

@@ -14,12 +14,25 @@ from typing import Any, Dict
 import numpy as np
 
 from dfl_perf.benchmark.measure import allocations_per_frame, peak_rss_bytes, stage_cpu_seconds
-from dfl_perf.facepipe.workload import BaselineRunner, OptimizedRunner, RunStats, Workload
+from dfl_perf.facepipe.workload import (
+    BaselineRunner,
+    OptimizedRunner,
+    RunStats,
+    Workload,
+    paced_frames,
+    run_live_latest,
+)
 
 
 def _stats_dict(stats: RunStats) -> Dict[str, Any]:
     return {"frames": stats.frames, "seconds": stats.seconds, "fps": stats.fps, "not_done": stats.not_done,
             "latency": stats.latency_percentiles(), "timeline": stats.timeline()}
+
+
+def _live_dict(stats: RunStats, spec: Dict[str, Any]) -> Dict[str, Any]:
+    offered = stats.frames + stats.not_done
+    return {"camera_fps": spec["live_fps"], "seconds": spec["live_seconds"], "offered": offered,
+            "done": stats.frames, "fps": stats.frames / spec["live_seconds"], "latency": stats.latency_percentiles()}
 
 
 def _baseline(spec: Dict[str, Any], frames: np.ndarray) -> Dict[str, Any]:
@@ -31,6 +44,8 @@ def _baseline(spec: Dict[str, Any], frames: np.ndarray) -> Dict[str, Any]:
     out["session_seconds"] = runner.session_seconds
     n = min(spec["trace_frames"], len(frames))
     out["alloc_per_frame"] = allocations_per_frame(lambda i: runner.process(frames[i]), n)
+    if spec["live_seconds"] > 0:
+        out["live"] = _live_dict(run_live_latest(runner.process, frames, spec["live_fps"], spec["live_seconds"]), spec)
     return out
 
 
@@ -59,6 +74,11 @@ def _optimized(spec: Dict[str, Any], frames: np.ndarray) -> Dict[str, Any]:
 
         one(0)  # first use of the sequential path's pooled shapes is not steady state
         out["alloc_per_frame"] = allocations_per_frame(one, n)
+        if spec["live_seconds"] > 0:
+            with OptimizedRunner(runner.workload, spec["provider"], cache=runner.cache, live=True,
+                                 deadline=spec["live_deadline"]) as live:
+                stats = live.run(paced_frames(frames, spec["live_fps"], spec["live_seconds"]))
+            out["live"] = _live_dict(stats, spec)
     return out
 
 

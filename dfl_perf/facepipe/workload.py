@@ -21,12 +21,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 __all__ = ["Workload", "BaselineRunner", "OptimizedRunner", "RunStats", "FrameItem", "merge_face_dfl_style",
-           "standin_model_path"]
+           "paced_frames", "run_live_latest",
+           "standin_model_path", "BadFrameError", "check_frame"]
 
 FrameSink = Callable[[int, np.ndarray], None]
 
@@ -124,6 +125,94 @@ class RunStats:
         return rows
 
 
+# ------------------------------------------------------------------------------------ frames
+
+class BadFrameError(ValueError):
+    """A frame from the source is not a non-empty (H, W, 3) uint8 BGR numpy array."""
+
+
+def check_frame(index: int, frame: Any) -> None:
+    """Raise ``BadFrameError`` naming frame ``index`` and what it is, unless it is (H, W, 3) uint8 BGR."""
+    if not isinstance(frame, np.ndarray):
+        raise BadFrameError("frame %d: expected an (H, W, 3) uint8 BGR numpy array, got %s"
+                            % (index, "None" if frame is None else type(frame).__name__))
+    shape, dtype = tuple(frame.shape), frame.dtype
+    if len(shape) == 3 and shape[2] == 3 and dtype == np.uint8 and shape[0] > 0 and shape[1] > 0:
+        return
+    hint = ""
+    if len(shape) == 2 or (len(shape) == 3 and shape[2] in (1, 4)):
+        hint = " (grey or BGRA: convert it with cv2.cvtColor)"
+    elif dtype != np.uint8 and len(shape) == 3 and shape[2] == 3:
+        hint = " (scale it to 0-255 and convert with .astype(np.uint8))"
+    elif 0 in shape:
+        hint = " (an empty image)"
+    raise BadFrameError("frame %d: expected (H, W, 3) uint8 BGR, got %s %s%s" % (index, shape, dtype, hint))
+
+
+# ------------------------------------------------------------------------------- live sources
+
+def paced_frames(frames: Sequence[np.ndarray], fps: float, duration: float,
+                 stop: Optional[threading.Event] = None) -> Iterator[np.ndarray]:
+    """Loop over ``frames`` at ``fps`` for ``duration`` seconds, like a camera that never waits."""
+    stop = stop if stop is not None else threading.Event()
+    period = 1.0 / fps
+    start = time.perf_counter()
+    i = 0
+    while not stop.is_set():
+        due = start + i * period
+        if due - start >= duration:
+            return
+        delay = due - time.perf_counter()
+        if delay > 0:
+            stop.wait(delay)
+        yield frames[i % len(frames)]
+        i += 1
+
+
+def run_live_latest(process: Callable[[np.ndarray], Any], frames: Sequence[np.ndarray], fps: float,
+                    duration: float) -> RunStats:
+    """DFL's live loop: a camera thread keeps only the newest frame; a sequential loop takes it when ready.
+
+    Latency is capture (the camera handing the frame over) to the end of ``process``; frames the loop
+    never took count in ``not_done``.
+    """
+    cond = threading.Condition()
+    slot: Dict[str, Any] = {"seq": -1, "frame": None, "ts": 0.0, "end": False}
+    stop = threading.Event()
+
+    def camera() -> None:
+        for seq, frame in enumerate(paced_frames(frames, fps, duration, stop)):
+            with cond:
+                slot.update(seq=seq, frame=frame, ts=time.perf_counter())
+                cond.notify()
+        with cond:
+            slot["end"] = True
+            cond.notify()
+
+    thread = threading.Thread(target=camera, name="live-camera", daemon=True)
+    stats = RunStats(started=time.perf_counter())
+    thread.start()
+    taken = -1
+    try:
+        while True:
+            with cond:
+                cond.wait_for(lambda last=taken: slot["seq"] != last or slot["end"])
+                if slot["seq"] == taken:
+                    break
+                frame, captured, taken = slot["frame"], slot["ts"], slot["seq"]
+            process(frame)
+            now = time.perf_counter()
+            stats.latencies.append(now - captured)
+            stats.completions.append(now)
+            stats.frames += 1
+    finally:
+        stop.set()
+        thread.join()
+    stats.finished = time.perf_counter()
+    stats.not_done = taken + 1 - stats.frames
+    return stats
+
+
 # ------------------------------------------------------------------------------- DFL's merge
 
 def merge_face_dfl_style(frame: np.ndarray, celeb: np.ndarray, mask: np.ndarray, M: np.ndarray,
@@ -184,6 +273,7 @@ class BaselineRunner:
         """Process every frame in order; ``sink(index, frame)`` receives each output frame."""
         stats = RunStats(started=time.perf_counter())
         for index, frame in enumerate(frames):
+            check_frame(index, frame)
             t0 = time.perf_counter()
             out = self.process(frame)
             t1 = time.perf_counter()
@@ -221,6 +311,35 @@ def swap_workers_for(provider: str, budget: int) -> int:
     from dfl_perf.sessions import GPU_PROVIDERS
 
     return 1 if provider in GPU_PROVIDERS else max(1, budget)
+
+
+class _InFlight:
+    """Frames submitted and not yet accounted for, by id (ids count from 0 in submission order).
+
+    Results arrive in id order, so when result ``n`` arrives, frames below ``n`` that are still
+    here were dropped unread from a full output (live mode): their pooled buffers must go back.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: Dict[int, FrameItem] = {}
+        self._next = 0
+
+    def add(self, item: FrameItem) -> None:
+        with self._lock:
+            self._items[item.index] = item
+
+    def take(self, frame_id: int) -> Tuple[Optional[FrameItem], List[FrameItem]]:
+        """(the item of ``frame_id``, the items below it that were skipped)."""
+        with self._lock:
+            missed = [self._items.pop(k) for k in range(self._next, frame_id) if k in self._items]
+            self._next = max(self._next, frame_id + 1)
+            return self._items.pop(frame_id, None), missed
+
+    def take_all(self) -> List[FrameItem]:
+        with self._lock:
+            items, self._items = list(self._items.values()), {}
+            return items
 
 
 class OptimizedRunner:
@@ -268,6 +387,7 @@ class OptimizedRunner:
     def detect(self, item: FrameItem, blob_buffer: np.ndarray) -> FrameItem:
         from dfl_perf.facepipe.align import align_matrix, warp_face
 
+        check_frame(item.index, item.frame)
         det, w, res = self.detector, self.workload, self.resolution
         blob, scale = det.preprocess(item.frame, out=blob_buffer)
         faces = det.decode(self.det_bound.run({det.input_name: blob}), scale)[: w.max_faces]
@@ -339,51 +459,76 @@ class OptimizedRunner:
     def run(self, frames: Iterable[np.ndarray], sink: Optional[FrameSink] = None) -> RunStats:
         """Process ``frames`` through the pipeline; ``sink(index, frame)`` gets outputs in order.
 
-        The output frame handed to ``sink`` is pooled: copy it if you keep it past the call.
+        The output frame handed to ``sink`` is pooled: copy it if you keep it past the call. A frame
+        that is not (H, W, 3) uint8 BGR is an ERROR result live and raises ``BadFrameError`` for
+        files; an error in the source or the sink (KeyboardInterrupt included) stops the run at
+        once and is raised here, with no thread left running.
         """
         stats = RunStats()
         errors: List[BaseException] = []
-        with self.pipeline() as pipe:
-            feeder = threading.Thread(target=self._feed, args=(pipe, frames, errors), name="facepipe-feeder",
-                                      daemon=True)
-            stats.started = time.perf_counter()
-            feeder.start()
-            try:
-                for result in pipe.results():
-                    self._account(result, stats, sink)
-            finally:
-                feeder.join()
+        inflight = _InFlight()
+        stop = threading.Event()
+        try:
+            with self.pipeline() as pipe:
+                feeder = threading.Thread(target=self._feed, args=(pipe, frames, errors, inflight, stop),
+                                          name="facepipe-feeder", daemon=True)
+                stats.started = time.perf_counter()
+                feeder.start()
+                try:
+                    for result in pipe.results():
+                        self._account(result, stats, sink, inflight)
+                except BaseException:
+                    stop.set()
+                    pipe.close(drain=False)  # frees a feeder waiting for room; it stops at its next frame
+                    raise
+                finally:
+                    feeder.join()
+        finally:
+            for item in inflight.take_all():  # left unread when the run stopped early
+                self._drop_buffers(item)
         stats.finished = time.perf_counter()
         stats.accounting = pipe.stats()
         if errors:
             raise errors[0]
         return stats
 
-    def _feed(self, pipe: Any, frames: Iterable[np.ndarray], errors: List[BaseException]) -> None:
+    def _feed(self, pipe: Any, frames: Iterable[np.ndarray], errors: List[BaseException],
+              inflight: _InFlight, stop: threading.Event) -> None:
         try:
             for index, frame in enumerate(frames):
-                pipe.submit(FrameItem(index, frame))
+                if stop.is_set():
+                    break
+                item = FrameItem(index, frame)
+                inflight.add(item)
+                pipe.submit(item)
         except BaseException as exc:  # surfaced by run() in the caller's thread
-            errors.append(exc)
+            if not stop.is_set():
+                errors.append(exc)
         finally:
             pipe.close(drain=True)
 
-    def _account(self, result: Any, stats: RunStats, sink: Optional[FrameSink]) -> None:
-        item = result.output if result.ok else result.meta
-        if not result.ok:
-            stats.not_done += 1
-            if result.error is not None and not self.live:
-                raise RuntimeError("frame %d failed in stage %s: %r\n%s"
-                                   % (result.id, result.stage, result.error, result.traceback))
-            return
-        stats.frames += 1
-        stats.latencies.append(result.latency)
-        stats.completions.append(result.finished)
+    def _account(self, result: Any, stats: RunStats, sink: Optional[FrameSink],
+                 inflight: _InFlight) -> None:
+        item, missed = inflight.take(result.id)
+        for lost in missed:  # dropped unread from a full output (live): no result will come
+            self._drop_buffers(lost)
         try:
+            if not result.ok:
+                stats.not_done += 1
+                if result.error is not None and not self.live:
+                    if isinstance(result.error, BadFrameError):
+                        raise result.error
+                    raise RuntimeError("frame %d failed in stage %s: %r\n%s"
+                                       % (result.id, result.stage, result.error, result.traceback))
+                return
+            stats.frames += 1
+            stats.latencies.append(result.latency)
+            stats.completions.append(result.finished)
             if sink is not None:
                 sink(item.index, item.output)
         finally:
-            self._drop_buffers(item)
+            if item is not None:
+                self._drop_buffers(item)
 
     def close(self) -> None:
         self.dfm.close()
