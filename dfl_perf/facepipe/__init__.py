@@ -7,8 +7,8 @@ the optimized way (tuned sessions, pooled ``out=`` buffers, its own runner) with
 Submodules: ``detector`` (YuNet ``FaceDetector``), ``align`` (5-point similarity transform),
 ``swapper`` (``DFMSwapper``), ``merge`` (``merge_face``), ``landmarks`` (FaceMesh / Peppa),
 ``clip`` (``make_clip``, ``open_source``), ``models`` (registry and fetcher), ``standin``
-(DFM-shaped stand-in model). Names below are imported on first use, so importing this package
-pulls in neither onnxruntime nor cv2.
+(DFM-shaped stand-in model), ``frames`` (``check_frame``: the frames the runners accept). Names
+below are imported on first use, so importing this package pulls in neither onnxruntime nor cv2.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ _EXPORTS = {
     "ModelInfo": "models", "REGISTRY": "models", "ModelFetchError": "models", "model_path": "models",
     "fetch": "models", "models_main": "models",
     "build_dfm_standin": "standin",
+    "BadFrameError": "frames", "check_frame": "frames",
 }
 
 __all__ = sorted(_EXPORTS)

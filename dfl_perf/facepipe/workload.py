@@ -21,9 +21,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence
 
 import numpy as np
+
+from dfl_perf.facepipe.frames import BadFrameError, FrameItem, InFlight, check_frame
 
 __all__ = ["Workload", "BaselineRunner", "OptimizedRunner", "RunStats", "FrameItem", "merge_face_dfl_style",
            "paced_frames", "run_live_latest",
@@ -123,30 +125,6 @@ class RunStats:
                 rows.append({"t": float(lo + window), "fps": float(sel.sum() / window),
                              "latency_p50": float(np.median(lat[sel]))})
         return rows
-
-
-# ------------------------------------------------------------------------------------ frames
-
-class BadFrameError(ValueError):
-    """A frame from the source is not a non-empty (H, W, 3) uint8 BGR numpy array."""
-
-
-def check_frame(index: int, frame: Any) -> None:
-    """Raise ``BadFrameError`` naming frame ``index`` and what it is, unless it is (H, W, 3) uint8 BGR."""
-    if not isinstance(frame, np.ndarray):
-        raise BadFrameError("frame %d: expected an (H, W, 3) uint8 BGR numpy array, got %s"
-                            % (index, "None" if frame is None else type(frame).__name__))
-    shape, dtype = tuple(frame.shape), frame.dtype
-    if len(shape) == 3 and shape[2] == 3 and dtype == np.uint8 and shape[0] > 0 and shape[1] > 0:
-        return
-    hint = ""
-    if len(shape) == 2 or (len(shape) == 3 and shape[2] in (1, 4)):
-        hint = " (grey or BGRA: convert it with cv2.cvtColor)"
-    elif dtype != np.uint8 and len(shape) == 3 and shape[2] == 3:
-        hint = " (scale it to 0-255 and convert with .astype(np.uint8))"
-    elif 0 in shape:
-        hint = " (an empty image)"
-    raise BadFrameError("frame %d: expected (H, W, 3) uint8 BGR, got %s %s%s" % (index, shape, dtype, hint))
 
 
 # ------------------------------------------------------------------------------- live sources
@@ -291,55 +269,11 @@ class BaselineRunner:
 
 # ---------------------------------------------------------------------------------- optimized
 
-class FrameItem:
-    """One frame on its way through the optimized pipeline; holds its pooled buffers."""
-
-    __slots__ = ("index", "frame", "mats", "crops", "celebs", "masks", "output")
-
-    def __init__(self, index: int, frame: np.ndarray) -> None:
-        self.index = index
-        self.frame = frame
-        self.mats: List[np.ndarray] = []
-        self.crops: Optional[np.ndarray] = None
-        self.celebs: Optional[np.ndarray] = None
-        self.masks: Optional[np.ndarray] = None
-        self.output: Optional[np.ndarray] = None
-
-
 def swap_workers_for(provider: str, budget: int) -> int:
     """Swap workers: on a CPU, one per usable core (each session thread single); on a GPU, one."""
     from dfl_perf.sessions import GPU_PROVIDERS
 
     return 1 if provider in GPU_PROVIDERS else max(1, budget)
-
-
-class _InFlight:
-    """Frames submitted and not yet accounted for, by id (ids count from 0 in submission order).
-
-    Results arrive in id order, so when result ``n`` arrives, frames below ``n`` that are still
-    here were dropped unread from a full output (live mode): their pooled buffers must go back.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._items: Dict[int, FrameItem] = {}
-        self._next = 0
-
-    def add(self, item: FrameItem) -> None:
-        with self._lock:
-            self._items[item.index] = item
-
-    def take(self, frame_id: int) -> Tuple[Optional[FrameItem], List[FrameItem]]:
-        """(the item of ``frame_id``, the items below it that were skipped)."""
-        with self._lock:
-            missed = [self._items.pop(k) for k in range(self._next, frame_id) if k in self._items]
-            self._next = max(self._next, frame_id + 1)
-            return self._items.pop(frame_id, None), missed
-
-    def take_all(self) -> List[FrameItem]:
-        with self._lock:
-            items, self._items = list(self._items.values()), {}
-            return items
 
 
 class OptimizedRunner:
@@ -379,6 +313,9 @@ class OptimizedRunner:
         self.live = live
         self.deadline = deadline
         self.max_queue = max_queue
+        self._runs: List[Any] = []  # (thread, pipeline, stop event) of each run in progress
+        self._runs_changed = threading.Condition()
+        self._closed = self._released = False
 
     # -- stages: each takes an FrameItem and returns it
     def _detect_state(self) -> np.ndarray:
@@ -461,15 +398,17 @@ class OptimizedRunner:
 
         The output frame handed to ``sink`` is pooled: copy it if you keep it past the call. A frame
         that is not (H, W, 3) uint8 BGR is an ERROR result live and raises ``BadFrameError`` for
-        files; an error in the source or the sink (KeyboardInterrupt included) stops the run at
-        once and is raised here, with no thread left running.
+        files. An error in the source or the sink (KeyboardInterrupt included) stops the run at
+        once and is raised here; ``close()`` from another thread stops it too (the frames left are
+        counted as dropped) and run() returns. No thread is left running either way.
         """
         stats = RunStats()
         errors: List[BaseException] = []
-        inflight = _InFlight()
+        inflight = InFlight()
         stop = threading.Event()
+        pipe = self._start_run(stop)
         try:
-            with self.pipeline() as pipe:
+            with pipe:
                 feeder = threading.Thread(target=self._feed, args=(pipe, frames, errors, inflight, stop),
                                           name="facepipe-feeder", daemon=True)
                 stats.started = time.perf_counter()
@@ -486,14 +425,29 @@ class OptimizedRunner:
         finally:
             for item in inflight.take_all():  # left unread when the run stopped early
                 self._drop_buffers(item)
+            self._end_run(pipe)
         stats.finished = time.perf_counter()
         stats.accounting = pipe.stats()
         if errors:
             raise errors[0]
         return stats
 
+    def _start_run(self, stop: threading.Event) -> Any:
+        with self._runs_changed:
+            if self._closed:
+                raise RuntimeError("OptimizedRunner is closed")
+            pipe = self.pipeline()
+            self._runs.append((threading.current_thread(), pipe, stop))
+            return pipe
+
+    def _end_run(self, pipe: Any) -> None:
+        with self._runs_changed:
+            self._runs = [run for run in self._runs if run[1] is not pipe]
+            self._runs_changed.notify_all()
+        self._release_when_idle()
+
     def _feed(self, pipe: Any, frames: Iterable[np.ndarray], errors: List[BaseException],
-              inflight: _InFlight, stop: threading.Event) -> None:
+              inflight: InFlight, stop: threading.Event) -> None:
         try:
             for index, frame in enumerate(frames):
                 if stop.is_set():
@@ -508,7 +462,7 @@ class OptimizedRunner:
             pipe.close(drain=True)
 
     def _account(self, result: Any, stats: RunStats, sink: Optional[FrameSink],
-                 inflight: _InFlight) -> None:
+                 inflight: InFlight) -> None:
         item, missed = inflight.take(result.id)
         for lost in missed:  # dropped unread from a full output (live): no result will come
             self._drop_buffers(lost)
@@ -531,6 +485,27 @@ class OptimizedRunner:
                 self._drop_buffers(item)
 
     def close(self) -> None:
+        """Stop the runs in progress (frames left are dropped), wait for them, free the sessions' buffers.
+
+        Safe from any thread, also from the sink; idempotent.
+        """
+        me = threading.current_thread()
+        with self._runs_changed:
+            self._closed = True
+            runs = list(self._runs)
+        for _, pipe, stop in runs:
+            stop.set()
+            pipe.close(drain=False)
+        with self._runs_changed:  # a run on this thread (close from its sink) frees them when it ends
+            while any(thread is not me for thread, _, _ in self._runs):
+                self._runs_changed.wait()
+        self._release_when_idle()
+
+    def _release_when_idle(self) -> None:
+        with self._runs_changed:
+            if not self._closed or self._runs or self._released:
+                return
+            self._released = True
         self.dfm.close()
         self.det_bound.close()
         if self._owns_cache:
