@@ -22,6 +22,8 @@ from dfl_perf.buffers import (
     OrtValuePool,
     PoolError,
 )
+from dfl_perf.buffers._specs import TensorSpec
+from dfl_perf.buffers.dfm import check_dfm_contract
 
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
@@ -40,8 +42,10 @@ def _session(model):
 
 
 def dfm_model(res=16, morph=False, batch="N", names=("out_face_mask:0", "out_celeb_face:0", "out_celeb_face_mask:0"),
-              face_name="in_face:0", nchw=False, n_outputs=3):
-    """A DFM-shaped model: NHWC in_face -> Transpose -> 1x1 Conv -> (x morph) -> Sigmoid -> Split -> NHWC."""
+              face_name="in_face:0", nchw=False, n_outputs=3, output_order=(0, 1, 2)):
+    """A DFM-shaped model: NHWC in_face -> Transpose -> 1x1 Conv -> (x morph) -> Sigmoid -> Split -> NHWC.
+
+    ``output_order`` permutes the graph's outputs (each keeps its name and content)."""
     rng = np.random.default_rng(0)
     face_dims = [batch, 3, res, res] if nchw else [batch, res, res, 3]
     inputs = [helper.make_tensor_value_info(face_name, TensorProto.FLOAT, face_dims)]
@@ -59,6 +63,7 @@ def dfm_model(res=16, morph=False, batch="N", names=("out_face_mask:0", "out_cel
     for src, name, ch in list(zip(("s0", "s1", "s2"), names, (1, 3, 1)))[:n_outputs]:
         nodes.append(helper.make_node("Transpose", [src], [name], perm=[0, 2, 3, 1]))
         outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["M", res, res, ch]))
+    outputs = [outputs[i] for i in output_order[:len(outputs)]]
     graph = helper.make_graph(nodes, "dfm", inputs, outputs, [weight])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)])
 
@@ -594,8 +599,9 @@ def test_dfm_runner_batches_faces_and_accepts_lists_and_float_faces():
 
 
 def test_dfm_runner_maps_outputs_by_name():
-    names = ("out_celeb_face_mask:0", "out_face_mask:0", "out_celeb_face:0")
-    sess = _session(dfm_model(res=16, names=names))
+    sess = _session(dfm_model(res=16, output_order=(2, 0, 1)))
+    names = [o.name for o in sess.get_outputs()]
+    assert names == ["out_celeb_face_mask:0", "out_face_mask:0", "out_celeb_face:0"]
     out = DFMRunner(sess).run(faces(1)[0])
     ref = dict(zip(names, dfl_reference(sess, faces(1)[0])))
     np.testing.assert_array_equal(out.face_mask, ref["out_face_mask:0"])
@@ -604,8 +610,9 @@ def test_dfm_runner_maps_outputs_by_name():
 
 
 @pytest.mark.parametrize("kwargs, pattern", [
-    ({"face_name": "image"}, "contains 'in_face'"),
-    ({"nchw": True}, r"must be float32 NHWC \[N, res, res, 3\], got float32 \[N, 3, 16, 16\]"),
+    ({"face_name": "image"}, r"input 0 must be named like 'in_face:0', got 'image'"),
+    ({"nchw": True}, r"'in_face:0' must be float32 NHWC \[N, res, res, 3\], got float32 \[N, 3, 16, 16\] "
+                     r"\(this looks NCHW"),
     ({"n_outputs": 2}, "expected 3 outputs"),
 ])
 def test_dfm_runner_rejects_models_outside_the_contract(kwargs, pattern):
@@ -616,8 +623,62 @@ def test_dfm_runner_rejects_models_outside_the_contract(kwargs, pattern):
 def test_dfm_runner_rejects_extra_inputs():
     model = dfm_model(res=16, morph=True)
     model.graph.input.append(helper.make_tensor_value_info("gamma", TensorProto.FLOAT, [1]))
-    with pytest.raises(DFMContractError, match=r"optionally 'morph_value' inputs, got .*'gamma' \[1\]"):
+    with pytest.raises(DFMContractError, match=r"1 or 2 inputs .*got 3: .*'gamma' float32 \[1\]"):
         DFMRunner(_session(model))
+
+
+def _spec(name, dims, dtype=np.float32):
+    return TensorSpec(name, np.dtype(dtype), dims, "tensor(float)" if dtype == np.float32 else "tensor(other)")
+
+
+def _dfm_specs(res=16, morph=True, names=("out_face_mask:0", "out_celeb_face:0", "out_celeb_face_mask:0"),
+               channels=(1, 3, 1)):
+    inputs = [_spec("in_face:0", ["N", res, res, 3])] + ([_spec("morph_value:0", [1])] if morph else [])
+    return inputs, [_spec(n, ["N", res, res, c]) for n, c in zip(names, channels)]
+
+
+def test_check_dfm_contract_reports_what_it_found():
+    inputs, outputs = _dfm_specs(names=("out_celeb_face_mask:0", "out_face_mask:0", "out_celeb_face:0"),
+                                 channels=(1, 1, 3))
+    contract = check_dfm_contract(inputs, outputs, resolution=16)
+    assert (contract.input_name, contract.morph_name, contract.resolution) == ("in_face:0", "morph_value:0", 16)
+    assert contract.fixed_batch is None and contract.output_order == (1, 2, 0)
+    assert contract.output_names == ["out_face_mask:0", "out_celeb_face:0", "out_celeb_face_mask:0"]
+    fixed = check_dfm_contract([_spec("in_face", [1, 8, 8, 3])], _dfm_specs(8, names=("a", "b", "c"))[1])
+    assert fixed.fixed_batch == 1 and fixed.morph is None and fixed.output_names == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("change, pattern", [
+    (lambda i, o: (i, o, 32), r"resolution is 16, expected 32 \(input 'in_face:0' \[N, 16, 16, 3\]\)"),
+    (lambda i, o: (i[::-1], o, None), r"input 0 must be named like 'in_face:0', got 'morph_value:0'"),
+    (lambda i, o: ([i[0], _spec("strength:0", [1])], o, None), r"input 1 .*'morph_value:0', got 'strength:0'"),
+    (lambda i, o: ([i[0], _spec("morph_value:0", [2])], o, None),
+     r"'morph_value:0' must be float32 \[1\], got float32 \[2\]"),
+    (lambda i, o: ([_spec("in_face:0", ["N", 16, 16, 3], np.float16)], o, None),
+     r"'in_face:0' must be float32 NHWC \[N, res, res, 3\], got float16 \[N, 16, 16, 3\]$"),
+    (lambda i, o: ([_spec("in_face:0", ["N", 16, 24, 3])], o, None),
+     r"'in_face:0' must be a fixed square \[N, res, res, 3\], got \[N, 16, 24, 3\]"),
+    (lambda i, o: ([_spec("in_face:0", ["N", "H", "W", 3])], o, None), r"fixed square .*got \[N, H, W, 3\]"),
+    (lambda i, o: (i, o[:2], None), r"expected 3 outputs .*got 2: \['out_face_mask:0', 'out_celeb_face:0'\]"),
+    (lambda i, o: (i, [o[0], _spec("out_celeb_face:0", ["N", 16, 16, 3], np.float16), o[2]], None),
+     r"output 'out_celeb_face:0' must be float32, got float16"),
+    (lambda i, o: (i, _dfm_specs(channels=(3, 1, 1))[1], None),
+     r"output 'out_face_mask:0' must be out_face_mask \[N, res, res, 1\], got \[N, 16, 16, 3\].*DFL's order"),
+    (lambda i, o: (i, [o[0], _spec("out_celeb_face:0", ["N", 16, 3]), o[2]], None),
+     r"'out_celeb_face:0' must be out_celeb_face \[N, res, res, 3\], got \[N, 16, 3\]"),
+])
+def test_check_dfm_contract_names_the_tensor_and_expected_vs_got(change, pattern):
+    inputs, outputs, resolution = change(*_dfm_specs())
+    with pytest.raises(DFMContractError, match=pattern):
+        check_dfm_contract(inputs, outputs, resolution)
+
+
+def test_check_dfm_contract_takes_session_node_args():
+    sess = _session(dfm_model(res=16, morph=True))
+    contract = check_dfm_contract(sess.get_inputs(), sess.get_outputs(), 16)
+    assert contract.morph_name == "morph_value:0" and contract.face.dtype == np.float32
+    with pytest.raises(DFMContractError, match="resolution is 16, expected 8"):
+        check_dfm_contract(sess.get_inputs(), sess.get_outputs(), 8)
 
 
 def test_dfm_runner_bad_faces():

@@ -31,12 +31,15 @@ def _faces(n, res=224, seed=0):
     return np.random.RandomState(seed).randint(0, 256, (n, res, res, 3), dtype=np.uint8)
 
 
-def _tiny_dfm(in_name="in_face:0", shape=("N", 16, 16, 3), morph_name=None, n_outputs=3, out_channels=(1, 3, 1)):
-    """A minimal model with a DFM-like interface: masks = channel mean, celeb = the input."""
+def _tiny_dfm(in_name="in_face:0", shape=("N", 16, 16, 3), morph_name=None, n_outputs=3, out_channels=(1, 3, 1),
+              morph_shape=(1,), output_order=None):
+    """A minimal model with a DFM-like interface: masks = channel mean, celeb = the input.
+
+    ``output_order`` permutes the graph's outputs (each keeps its name and content)."""
     nodes = [helper.make_node("ReduceMean", [in_name], ["mean"], axes=[3], keepdims=1)]
     inputs = [helper.make_tensor_value_info(in_name, TensorProto.FLOAT, list(shape))]
     if morph_name:
-        inputs.append(helper.make_tensor_value_info(morph_name, TensorProto.FLOAT, [1]))
+        inputs.append(helper.make_tensor_value_info(morph_name, TensorProto.FLOAT, list(morph_shape)))
         nodes.append(helper.make_node("Mul", ["mean", morph_name], ["m0"]))
     else:
         nodes.append(helper.make_node("Identity", ["mean"], ["m0"]))
@@ -46,6 +49,8 @@ def _tiny_dfm(in_name="in_face:0", shape=("N", 16, 16, 3), morph_name=None, n_ou
     for name, ch in zip(names, list(out_channels) + [1]):
         nodes.append(helper.make_node("Identity", [sources[ch]], [name]))
         outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, [shape[0], shape[1], shape[2], ch]))
+    if output_order is not None:
+        outputs = [outputs[i] for i in output_order]
     model = helper.make_model(helper.make_graph(nodes, "tiny_dfm", inputs, outputs),
                               opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
@@ -151,6 +156,8 @@ def test_missing_or_wrong_morph_input():
         DFMSwapper(plain).swap(_faces(1, 16), morph_factor=0.5)
     with pytest.raises(DFMContractError, match=r"input 1 must be named like 'morph_value:0', got 'strength:0'"):
         DFMSwapper(_tiny_dfm(morph_name="strength:0"))
+    with pytest.raises(DFMContractError, match=r"'morph_value:0' must be float32 \[1\], got float32 \[2\]"):
+        DFMSwapper(_tiny_dfm(morph_name="morph_value:0", morph_shape=(2,)))
     amp = DFMSwapper(_tiny_dfm(morph_name="morph_value:0"), morph_factor=0.5)
     np.testing.assert_allclose(amp.swap(np.full((1, 16, 16, 3), 255, np.uint8))[2], 0.5)
 
@@ -158,10 +165,38 @@ def test_missing_or_wrong_morph_input():
 def test_wrong_outputs_and_inputs():
     with pytest.raises(DFMContractError, match="3 outputs"):
         DFMSwapper(_tiny_dfm(n_outputs=2))
-    with pytest.raises(DFMContractError, match="DFL's order"):
+    with pytest.raises(DFMContractError, match=r"'out_face_mask:0' must be out_face_mask \[N, res, res, 1\], "
+                                               r"got \[N, 16, 16, 3\].*DFL's order"):
         DFMSwapper(_tiny_dfm(out_channels=(3, 1, 1)))
     swapper = DFMSwapper(_tiny_dfm())
     with pytest.raises(DFMContractError, match="float64"):
         swapper.swap(np.zeros((1, 16, 16, 3), np.float64))
     with pytest.raises(DFMContractError, match="each face"):
         swapper.swap([np.zeros((16, 16), np.uint8)])
+
+
+def test_outputs_are_taken_by_dfl_names_in_any_order():
+    session = _tiny_dfm(output_order=(2, 0, 1))
+    assert [o.name for o in session.get_outputs()] == ["out_celeb_face_mask:0", "out_face_mask:0", "out_celeb_face:0"]
+    swapper = DFMSwapper(session)
+    assert swapper.output_names == ["out_face_mask:0", "out_celeb_face:0", "out_celeb_face_mask:0"]
+    faces = _faces(2, 16)
+    celeb, celeb_mask, face_mask = swapper.swap(faces)
+    np.testing.assert_allclose(celeb, faces / 255.0, atol=1e-6)
+    np.testing.assert_allclose(face_mask[..., 0], (faces / 255.0).mean(axis=3), atol=1e-6)
+    assert celeb_mask.shape == (2, 16, 16, 1)
+
+
+def test_one_contract_error_class_for_facepipe_and_buffers():
+    from dfl_perf import facepipe
+    from dfl_perf.buffers import DFMContractError as BuffersError
+    from dfl_perf.buffers import DFMRunner
+
+    assert DFMContractError is BuffersError is facepipe.DFMContractError
+    assert issubclass(DFMContractError, ValueError)
+    session = _tiny_dfm(shape=("N", 3, 16, 16))
+    with pytest.raises(DFMContractError, match="looks NCHW") as from_runner:
+        DFMRunner(session)
+    with pytest.raises(BuffersError) as from_swapper:
+        DFMSwapper(session)
+    assert str(from_runner.value) == str(from_swapper.value)  # one check, one message

@@ -1,4 +1,8 @@
-"""DFMRunner: DeepFaceLive's face-swap (DFM) step with pooled buffers and no per-frame arrays."""
+"""DFMRunner: DeepFaceLive's face-swap (DFM) step with pooled buffers and no per-frame arrays.
+
+Also the one place DFL's DFM tensor contract is checked (``check_dfm_contract``, ``DFMContractError``);
+``facepipe.swapper`` uses the same.
+"""
 
 from __future__ import annotations
 
@@ -8,19 +12,21 @@ from typing import Any, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ._ort import numpy_dtype_of
 from ._pools import BufferPool
 from ._specs import TensorSpec, describe_shape
 from .bound import BoundSession
 
-__all__ = ["DFMRunner", "DFMOutputs", "DFMContractError"]
+__all__ = ["DFMRunner", "DFMOutputs", "DFMContractError", "DFMContract", "check_dfm_contract"]
 
 DFM_OUTPUT_NAMES = ("out_face_mask", "out_celeb_face", "out_celeb_face_mask")
+_OUTPUT_CHANNELS = (1, 3, 1)  # channels of each, in that order
 _UINT8_SCALE = np.float32(255.0)
 Faces = Union[np.ndarray, Sequence[np.ndarray]]
 
 
 class DFMContractError(ValueError):
-    """The model does not fit DeepFaceLive's DFM tensor contract."""
+    """The model (or the faces given to it) does not fit DeepFaceLive's DFM tensor contract."""
 
 
 class DFMOutputs(NamedTuple):
@@ -31,39 +37,110 @@ class DFMOutputs(NamedTuple):
     celeb_face_mask: np.ndarray  # out_celeb_face_mask:0 (N, res, res, 1)
 
 
-class _DFMContract(NamedTuple):
-    face: TensorSpec
-    morph: Optional[TensorSpec]
+class DFMContract(NamedTuple):
+    """What ``check_dfm_contract`` found in a model that fits DeepFaceLive's DFM contract."""
+
+    face: TensorSpec  # in_face:0, float32 [N, res, res, 3]
+    morph: Optional[TensorSpec]  # morph_value:0, float32 [1], on AMP models
     resolution: int
+    fixed_batch: Optional[int]  # the face input's batch axis when the model fixes it, else None
+    outputs: Tuple[TensorSpec, ...]  # in the session's order
     output_order: Tuple[int, int, int]  # session output index for face_mask, celeb_face, celeb_face_mask
 
+    @property
+    def input_name(self) -> str:
+        return self.face.name
 
-def check_dfm_contract(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> _DFMContract:
-    """Validate DeepFaceLive's DFM contract; raises DFMContractError saying what does not fit."""
-    names = ", ".join("%r %s" % (s.name, describe_shape(s.dims)) for s in inputs)
-    faces = [s for s in inputs if "in_face" in s.name]
-    morphs = [s for s in inputs if "morph_value" in s.name]
-    if len(faces) != 1:
-        raise DFMContractError("DFM model: expected one input whose name contains 'in_face', got inputs %s" % names)
-    if len(inputs) != 1 + len(morphs) or len(morphs) > 1:
-        raise DFMContractError("DFM model: expected 'in_face' and optionally 'morph_value' inputs, got %s" % names)
-    face = faces[0]
+    @property
+    def morph_name(self) -> Optional[str]:
+        return None if self.morph is None else self.morph.name
+
+    @property
+    def output_names(self) -> List[str]:
+        """Output names in DFL's order: out_face_mask, out_celeb_face, out_celeb_face_mask."""
+        return [self.outputs[i].name for i in self.output_order]
+
+
+def check_dfm_contract(inputs: Sequence[Any], outputs: Sequence[Any],
+                       resolution: Optional[int] = None) -> DFMContract:
+    """Validate DeepFaceLive's DFM contract; raises DFMContractError naming the tensor, expected vs got.
+
+    ``inputs`` / ``outputs``: TensorSpecs or a session's ``get_inputs()`` / ``get_outputs()``.
+    ``resolution``: when given, the model must have it. Inputs are taken as DFL takes them:
+    0 is ``in_face``, 1 (AMP models) ``morph_value``. Outputs map by DFL's names when they carry
+    them, else by DFL's order.
+    """
+    ins = [_as_spec(a) for a in inputs]
+    outs = [_as_spec(a) for a in outputs]
+    face = _check_face_input(ins)
+    res = int(face.dims[1])
+    if resolution is not None and res != resolution:
+        raise DFMContractError("DFM model resolution is %d, expected %d (input %r %s)"
+                               % (res, resolution, face.name, describe_shape(face.dims)))
+    morph = _check_morph_input(ins[1]) if len(ins) == 2 else None
+    order = _check_outputs(outs)
+    batch = face.dims[0] if isinstance(face.dims[0], int) and face.dims[0] > 0 else None
+    return DFMContract(face, morph, res, batch, tuple(outs), order)
+
+
+def _as_spec(arg: Any) -> TensorSpec:
+    if isinstance(arg, TensorSpec):
+        return arg
+    return TensorSpec(arg.name, numpy_dtype_of(arg.type), list(arg.shape or []), arg.type)
+
+
+def _type_of(spec: TensorSpec) -> str:
+    return spec.ort_type if spec.dtype is None else str(spec.dtype)
+
+
+def _describe(spec: TensorSpec) -> str:
+    return "%r %s %s" % (spec.name, _type_of(spec), describe_shape(spec.dims))
+
+
+def _check_face_input(inputs: List[TensorSpec]) -> TensorSpec:
+    if not 1 <= len(inputs) <= 2:
+        raise DFMContractError("DFM model must have 1 or 2 inputs ('in_face:0' [, 'morph_value:0']), got %d: %s"
+                               % (len(inputs), ", ".join(_describe(s) for s in inputs)))
+    face = inputs[0]
+    if "in_face" not in face.name:
+        raise DFMContractError("DFM input 0 must be named like 'in_face:0', got %r (inputs: %s)"
+                               % (face.name, ", ".join(_describe(s) for s in inputs)))
     dims = face.dims
-    square = face.rank == 4 and isinstance(dims[1], int) and dims[1] > 0 and dims[1] == dims[2] and dims[3] == 3
-    if not square or face.dtype != np.float32:
-        raise DFMContractError("DFM model: input %r must be float32 NHWC [N, res, res, 3], got %s %s"
-                               % (face.name, face.dtype, describe_shape(dims)))
-    morph = morphs[0] if morphs else None
-    if morph is not None and not (morph.dtype == np.float32 and morph.rank == 1 and morph.dims[0] in (1, None)):
-        raise DFMContractError("DFM model: input %r must be float32 of shape [1], got %s %s"
-                               % (morph.name, morph.dtype, describe_shape(morph.dims)))
+    if face.dtype != np.float32 or face.rank != 4 or dims[3] != 3:
+        hint = " (this looks NCHW; DFM models are NHWC)" if face.rank == 4 and dims[1] == 3 else ""
+        raise DFMContractError("DFM input %r must be float32 NHWC [N, res, res, 3], got %s %s%s"
+                               % (face.name, _type_of(face), describe_shape(dims), hint))
+    if not (isinstance(dims[1], int) and dims[1] > 0 and dims[1] == dims[2]):
+        raise DFMContractError("DFM input %r must be a fixed square [N, res, res, 3], got %s"
+                               % (face.name, describe_shape(dims)))
+    return face
+
+
+def _check_morph_input(morph: TensorSpec) -> TensorSpec:
+    if "morph_value" not in morph.name:
+        raise DFMContractError("DFM input 1 must be named like 'morph_value:0', got %s" % _describe(morph))
+    if not (morph.dtype == np.float32 and morph.rank == 1
+            and (morph.dims[0] == 1 or not isinstance(morph.dims[0], int))):
+        raise DFMContractError("DFM input %r must be float32 [1], got %s %s"
+                               % (morph.name, _type_of(morph), describe_shape(morph.dims)))
+    return morph
+
+
+def _check_outputs(outputs: List[TensorSpec]) -> Tuple[int, int, int]:
     if len(outputs) != 3:
         raise DFMContractError("DFM model: expected 3 outputs (%s), got %d: %s"
                                % (", ".join(DFM_OUTPUT_NAMES), len(outputs), [s.name for s in outputs]))
-    for spec in outputs:
+    order = _output_order([s.name for s in outputs])
+    for index, role, channels in zip(order, DFM_OUTPUT_NAMES, _OUTPUT_CHANNELS):
+        spec = outputs[index]
         if spec.dtype != np.float32:
-            raise DFMContractError("DFM model: output %r must be float32, got %s" % (spec.name, spec.dtype))
-    return _DFMContract(face, morph, int(dims[1]), _output_order([s.name for s in outputs]))
+            raise DFMContractError("DFM output %r must be float32, got %s" % (spec.name, _type_of(spec)))
+        if spec.rank != 4 or spec.dims[3] not in (None, channels):
+            raise DFMContractError("DFM output %r must be %s [N, res, res, %d], got %s (outputs are taken by DFL's "
+                                   "names, else in DFL's order: %s)" % (spec.name, role, channels,
+                                                                       describe_shape(spec.dims),
+                                                                       ", ".join(DFM_OUTPUT_NAMES)))
+    return order
 
 
 def _output_order(names: List[str]) -> Tuple[int, int, int]:
@@ -110,9 +187,9 @@ class DFMRunner:
                 self.bound.close()
             raise
         self.resolution = contract.resolution
-        self.input_name = contract.face.name
-        self.morph_name = contract.morph.name if contract.morph is not None else None
-        self._fixed_batch = contract.face.dims[0] if isinstance(contract.face.dims[0], int) else None
+        self.input_name = contract.input_name
+        self.morph_name = contract.morph_name
+        self._fixed_batch = contract.fixed_batch
         self._order = contract.output_order
         self._face_shape = (self.resolution, self.resolution, 3)
         self._local = threading.local()

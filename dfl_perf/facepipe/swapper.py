@@ -3,8 +3,10 @@
 Contract (DFL's ``DFMModel``): input 0 named like ``in_face:0``, float32 NHWC ``(N, res, res, 3)``,
 BGR 0..1; AMP models add input 1 named like ``morph_value:0``, float32 ``(1,)``; three outputs in
 the order ``out_face_mask`` (N,res,res,1), ``out_celeb_face`` (N,res,res,3),
-``out_celeb_face_mask`` (N,res,res,1). ``swap`` returns them as DFL's ``convert`` does:
-``(celeb, celeb_mask, face_mask)``.
+``out_celeb_face_mask`` (N,res,res,1) (taken by these names when the model has them).
+``swap`` returns them as DFL's ``convert`` does: ``(celeb, celeb_mask, face_mask)``. The contract
+is checked in one place, ``dfl_perf.buffers.dfm.check_dfm_contract``; ``DFMContractError`` here is
+the same class.
 
 DFL runs one face per call; ``swap`` takes all faces of a frame in one call (the batch axis of
 DFM models is dynamic). ``preprocess`` / ``run`` / ``postprocess`` are public so an optimized loop
@@ -17,22 +19,14 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from dfl_perf.buffers.dfm import DFMContractError, check_dfm_contract
 from dfl_perf.facepipe._session import ModelArg, ensure_session
 
 __all__ = ["DFMSwapper", "DFMContractError", "DEFAULT_MORPH_FACTOR"]
 
 DEFAULT_MORPH_FACTOR = 0.75  # DFL's default for AMP models
-_OUTPUT_CHANNELS = (1, 3, 1)  # out_face_mask, out_celeb_face, out_celeb_face_mask
 
 Faces = Union[np.ndarray, Sequence[np.ndarray]]
-
-
-class DFMContractError(ValueError):
-    """The model or the input does not follow the DFM tensor contract."""
-
-
-def _dims(shape: Sequence[Any]) -> List[Optional[int]]:
-    return [d if isinstance(d, int) and d > 0 else None for d in shape]
 
 
 class DFMSwapper:
@@ -46,8 +40,7 @@ class DFMSwapper:
     def __init__(self, model: ModelArg, resolution: Optional[int] = None,
                  morph_factor: Optional[float] = None, providers: Optional[Sequence[Any]] = None) -> None:
         self.session = ensure_session(model, providers)
-        self._check_inputs(self.session.get_inputs(), resolution)
-        self._check_outputs(self.session.get_outputs())
+        self._take_contract(resolution)
         if morph_factor is not None and not self.has_morph:
             raise DFMContractError("morph_factor=%r given, but the model has no 'morph_value:0' input "
                                    "(only AMP models take one)" % (morph_factor,))
@@ -56,43 +49,13 @@ class DFMSwapper:
 
     # -- contract -------------------------------------------------------------------------------
 
-    def _check_inputs(self, inputs: Sequence[Any], resolution: Optional[int]) -> None:
-        if not 1 <= len(inputs) <= 2:
-            raise DFMContractError("DFM model must have 1 or 2 inputs ('in_face:0' [, 'morph_value:0']), got %d: %s"
-                                   % (len(inputs), [i.name for i in inputs]))
-        face = inputs[0]
-        if "in_face" not in face.name:
-            raise DFMContractError("DFM input 0 must be named like 'in_face:0', got %r" % face.name)
-        if face.type != "tensor(float)":
-            raise DFMContractError("DFM input %r must be float32, got %s" % (face.name, face.type))
-        dims = _dims(face.shape)
-        if len(dims) != 4 or dims[3] != 3:
-            hint = " (this looks NCHW; DFM models are NHWC)" if len(dims) == 4 and dims[1] == 3 else ""
-            raise DFMContractError("DFM input %r must be NHWC (N, res, res, 3), got %s%s" % (face.name, face.shape, hint))
-        if dims[1] is None or dims[1] != dims[2]:
-            raise DFMContractError("DFM input %r must be a fixed square (N, res, res, 3), got %s" % (face.name, face.shape))
-        if resolution is not None and dims[1] != resolution:
-            raise DFMContractError("DFM model resolution is %d, expected %d (input %r %s)"
-                                   % (dims[1], resolution, face.name, face.shape))
-        self.input_name: str = face.name
-        self.resolution: int = int(dims[1])
-        self.max_batch: Optional[int] = dims[0]
-        self.morph_name: Optional[str] = None
-        if len(inputs) == 2:
-            if "morph_value" not in inputs[1].name:
-                raise DFMContractError("DFM input 1 must be named like 'morph_value:0', got %r" % inputs[1].name)
-            self.morph_name = inputs[1].name
-
-    def _check_outputs(self, outputs: Sequence[Any]) -> None:
-        if len(outputs) != 3:
-            raise DFMContractError("DFM model must have 3 outputs (out_face_mask, out_celeb_face, "
-                                   "out_celeb_face_mask), got %d: %s" % (len(outputs), [o.name for o in outputs]))
-        for out, channels in zip(outputs, _OUTPUT_CHANNELS):
-            dims = _dims(out.shape)
-            if len(dims) != 4 or dims[3] not in (None, channels):
-                raise DFMContractError("DFM output %r must be (N, res, res, %d) in DFL's order (out_face_mask, "
-                                       "out_celeb_face, out_celeb_face_mask), got %s" % (out.name, channels, out.shape))
-        self.output_names: List[str] = [o.name for o in outputs]
+    def _take_contract(self, resolution: Optional[int]) -> None:
+        contract = check_dfm_contract(self.session.get_inputs(), self.session.get_outputs(), resolution)
+        self.input_name: str = contract.input_name
+        self.morph_name: Optional[str] = contract.morph_name
+        self.resolution: int = contract.resolution
+        self.max_batch: Optional[int] = contract.fixed_batch
+        self.output_names: List[str] = contract.output_names  # DFL's order, whatever the session's
 
     @property
     def has_morph(self) -> bool:
@@ -181,11 +144,13 @@ class DFMSwapper:
         return feeds
 
     def run(self, batch: np.ndarray, morph_factor: Optional[float] = None) -> List[np.ndarray]:
-        """Raw outputs in the model's order (out_face_mask, out_celeb_face, out_celeb_face_mask)."""
+        """Raw outputs in DFL's order (out_face_mask, out_celeb_face, out_celeb_face_mask), by name when the
+        model's outputs carry DFL's names."""
+        names = self.output_names
         if self.max_batch is not None and batch.shape[0] != self.max_batch:
-            parts = [self.session.run(None, self.feeds(batch[i:i + 1], morph_factor)) for i in range(batch.shape[0])]
+            parts = [self.session.run(names, self.feeds(batch[i:i + 1], morph_factor)) for i in range(batch.shape[0])]
             return [np.concatenate([p[k] for p in parts]) for k in range(3)]
-        return self.session.run(None, self.feeds(batch, morph_factor))
+        return self.session.run(names, self.feeds(batch, morph_factor))
 
     @staticmethod
     def postprocess(outputs: Sequence[np.ndarray]) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
