@@ -148,7 +148,7 @@ def _user_errors() -> tuple:
     """Errors that describe the user's input or setup (files, models, sources), not a bug of ours."""
     errors = [FileNotFoundError, PermissionError]
     for module, name in (("dfl_perf.facepipe.models", "ModelFetchError"), ("dfl_perf.sessions.errors", "ModelLoadError"),
-                         ("dfl_perf.buffers", "DFMContractError"), ("dfl_perf.facepipe.swapper", "DFMContractError")):
+                         ("dfl_perf.buffers.dfm", "DFMContractError")):
         loaded = sys.modules.get(module)  # only a module the command used can have raised it
         if loaded is not None:
             errors.append(getattr(loaded, name))
