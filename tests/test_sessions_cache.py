@@ -397,9 +397,10 @@ class LruMachine(RuleBasedStateMachine):
 def _file_stamp(path):
     import os
 
+    from dfl_perf.sessions.diskcache import file_stamp
+
     real = os.path.realpath(str(path))
-    stat = os.stat(real)
-    return (real, stat.st_size, stat.st_mtime_ns)
+    return (real,) + tuple(file_stamp(os.stat(real)))
 
 
 @pytest.mark.timeout(120)
@@ -409,3 +410,23 @@ def test_lru_matches_the_reference_model(tmp_path):
     test.settings = settings(max_examples=30, stateful_step_count=20, deadline=None,
                              suppress_health_check=list(HealthCheck))
     test().runTest()
+
+
+def test_same_size_replacement_keeping_the_mtime_is_seen(tmp_path):
+    import os
+
+    path = tmp_path / "m.onnx"
+    onnx.save(tiny_model(bias=1.0), str(path))
+    before = os.stat(str(path))
+    for hash_keys in (False, True):
+        with ModelCache(config=CONFIG, measure=False, hash_keys=hash_keys) as cache:
+            onnx.save(tiny_model(bias=1.0), str(path))
+            os.utime(str(path), ns=(before.st_atime_ns, before.st_mtime_ns))
+            assert cache.get(path).run(None, {"x": X})[0][0, 0] == 1.0
+            replacement = tmp_path / "new.onnx"
+            onnx.save(tiny_model(bias=2.0), str(replacement))  # same size, other weights
+            os.utime(str(replacement), ns=(before.st_atime_ns, before.st_mtime_ns))
+            os.replace(str(replacement), str(path))
+            after = os.stat(str(path))
+            assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+            assert cache.get(path).run(None, {"x": X})[0][0, 0] == 2.0

@@ -16,6 +16,7 @@ from typing import Any, Dict, Hashable, Iterable, Iterator, List, Optional, Tupl
 
 from dfl_perf.sessions.config import GPU_PROVIDERS, SessionConfig
 from dfl_perf.sessions.create import ModelSource, create_session_with_info, resolve_model
+from dfl_perf.sessions.diskcache import file_stamp, sha256_file
 from dfl_perf.sessions.measure import clamp_measured, estimate_bytes, measured_create
 from dfl_perf.sessions.warmup import warmup_session
 
@@ -57,7 +58,8 @@ def _device_id(config: SessionConfig) -> Optional[int]:
 class ModelCache:
     """An LRU of sessions keyed by model identity and ``SessionConfig``.
 
-    - Model identity: (real path, size, mtime_ns) for files; the sha256 of the content for bytes and
+    - Model identity: (real path, size, mtime_ns, ctime_ns, inode) for files, so a replacement that
+      keeps size and mtime (cp -p, rsync -t, unzip) is still seen; the sha256 of the content for bytes and
       ModelProto, and for files too with ``hash_keys=True`` (the same model at two paths then shares).
     - Single-flight: threads asking for the same key at once share one load; a failed load raises
       in every waiter and is not cached.
@@ -89,7 +91,7 @@ class ModelCache:
         self._lock = threading.Lock()
         self._entries: OrderedDict = OrderedDict()
         self._pending: Dict[Hashable, Future] = {}
-        self._digests: Dict[Tuple[str, int, int], str] = {}
+        self._digests: Dict[Tuple[Any, ...], str] = {}
         self._stats: Dict[str, float] = dict.fromkeys(_STAT_NAMES, 0)
         self._stats["load_seconds"] = 0.0
         self._executor: Optional[ThreadPoolExecutor] = None
@@ -107,15 +109,12 @@ class ModelCache:
         if source.path is None:
             return ("sha256", hashlib.sha256(source.data).hexdigest())
         real = os.path.realpath(source.path)
-        stat = os.stat(real)
+        stamp = (real,) + tuple(file_stamp(os.stat(real)))
         if not self.hash_keys:
-            return ("file", real, stat.st_size, stat.st_mtime_ns)
-        stamp = (real, stat.st_size, stat.st_mtime_ns)
+            return ("file",) + stamp
         with self._lock:
             digest = self._digests.get(stamp)
         if digest is None:
-            from dfl_perf.sessions.diskcache import sha256_file
-
             digest = sha256_file(Path(real))
             with self._lock:
                 self._digests[stamp] = digest

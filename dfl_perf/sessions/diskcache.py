@@ -32,7 +32,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from dfl_perf.sessions.config import ProviderEntry, SessionConfig
 
-__all__ = ["OptimizedModelCache", "optimized_cache_dir", "cpu_fingerprint", "sha256_file"]
+__all__ = ["OptimizedModelCache", "optimized_cache_dir", "cpu_fingerprint", "sha256_file", "file_stamp"]
 
 log = logging.getLogger("dfl_perf.sessions")
 
@@ -129,7 +129,7 @@ def _external_files(path: str) -> List[str]:
     return sorted(found)
 
 
-def _stamp(stat: os.stat_result) -> List[int]:
+def file_stamp(stat: os.stat_result) -> List[int]:
     """Size, modification and change times and inode: any write or replacement changes one of them."""
     return [stat.st_size, stat.st_mtime_ns, getattr(stat, "st_ctime_ns", 0), stat.st_ino]
 
@@ -175,7 +175,7 @@ class _Writer:
         meta = dict(meta, format=FORMAT, cacheable=True, sha256=sha, size=self.temp_path.stat().st_size,
                     file=target.name, created=time.time())
         os.replace(str(self.temp_path), str(target))
-        meta["stamp"] = _stamp(target.stat())
+        meta["stamp"] = file_stamp(target.stat())
         _write_atomic(self.cache.meta_path(self.key), json.dumps(meta, indent=1, sort_keys=True).encode())
         return target
 
@@ -218,7 +218,7 @@ class OptimizedModelCache:
             return hashlib.sha256(source.data).hexdigest(), False
         real = os.path.realpath(source.path)
         stat = os.stat(real)
-        stamp = _stamp(stat)
+        stamp = file_stamp(stat)
         memo = self.directory() / "sources" / (hashlib.sha256(real.encode("utf-8", "replace")).hexdigest()[:32]
                                                + ".json")
         try:
@@ -285,7 +285,7 @@ class OptimizedModelCache:
             return None
         if stat.st_size != meta.get("size"):
             return None
-        if not ALWAYS_VERIFY_SHA256 and meta.get("stamp") == _stamp(stat):
+        if not ALWAYS_VERIFY_SHA256 and meta.get("stamp") == file_stamp(stat):
             return path
         return path if sha256_file(path) == meta.get("sha256") else None
 
