@@ -84,7 +84,18 @@ def _models(argv: List[str]) -> int:
 def _dfl(argv: List[str]) -> int:
     from dfl_perf.adapters.deepfacelive import dfl_main
 
+    _warn_install_problems()
     return dfl_main(argv)
+
+
+def _warn_install_problems() -> None:
+    """Say once, before a long job, when the onnxruntime install is wrong for this machine."""
+    import logging
+
+    from dfl_perf.devices import warn_install_problems
+
+    logging.basicConfig(format="dfl-perf: %(message)s")
+    warn_install_problems()
 
 
 #: subcommands that parse their own arguments (everything after the command name is theirs)
@@ -166,6 +177,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not getattr(args, "func", None):
             parser.print_help()
             return 2
+        if args.command in ("benchmark", "run", "soak"):
+            _warn_install_problems()
         return int(args.func(args) or 0)
     except _user_errors() as exc:  # a missing model, an unreadable source: say it in one line
         print("dfl-perf %s: %s" % (argv[0] if argv else "", exc), file=sys.stderr)

@@ -19,7 +19,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 __all__ = [
     "GpuInfo", "GpuList", "detect_gpus", "PROVIDER_ORDER", "PROVIDER_ALIASES", "available_providers",
-    "select_providers", "canonical_provider", "default_provider_options", "CPU_ONLY_PROVIDERS",
+    "select_providers", "canonical_provider", "default_provider_options", "tensorrt_cache_dir", "CPU_ONLY_PROVIDERS",
     "installed_onnxruntime_flavours", "warn_install_problems", "install_problems", "cpu_budget",
 ]
 
@@ -174,6 +174,25 @@ def canonical_provider(name: str) -> str:
     return full
 
 
+def _distribution_version(name: str) -> Optional[str]:
+    try:
+        from importlib import metadata
+
+        return metadata.version(name)
+    except Exception:
+        return None
+
+
+def tensorrt_cache_dir() -> Path:
+    """Where TensorRT engines and timing caches go: the user cache, one folder per onnxruntime and
+    TensorRT version (an engine built by one version is not valid for another)."""
+    from dfl_perf.paths import user_cache_dir
+
+    ort_version = ".".join(str(v) for v in _onnxruntime_version())
+    trt_version = _distribution_version("tensorrt") or _distribution_version("tensorrt-libs") or "system"
+    return user_cache_dir() / "tensorrt" / ("ort-%s_trt-%s" % (ort_version, trt_version))
+
+
 def default_provider_options(name: str, device_id: int = 0, cache_dir: Optional[Path] = None) -> Dict[str, str]:
     """Good default options for one provider (strings, as onnxruntime accepts them)."""
     if name == "CUDAExecutionProvider":
@@ -181,9 +200,7 @@ def default_provider_options(name: str, device_id: int = 0, cache_dir: Optional[
         return {"device_id": str(device_id), "cudnn_conv_algo_search": "HEURISTIC",
                 "do_copy_in_default_stream": "1"}
     if name == "TensorrtExecutionProvider":
-        from dfl_perf.paths import user_cache_dir
-
-        trt_dir = str(Path(cache_dir) if cache_dir else user_cache_dir() / "tensorrt")
+        trt_dir = str(Path(cache_dir) if cache_dir else tensorrt_cache_dir())
         options = {"device_id": str(device_id), "trt_engine_cache_enable": "1",
                    "trt_engine_cache_path": trt_dir, "trt_timing_cache_enable": "1"}
         if _onnxruntime_version() >= (1, 16):

@@ -187,3 +187,13 @@ def test_cpu_budget_cgroup_v1_quota(tmp_path):
     assert cpu_budget(tmp_path) == 1
     (cpu / "cpu.cfs_quota_us").write_text("-1")
     assert cpu_budget(tmp_path) == cpu_budget("/nonexistent")
+
+
+def test_tensorrt_cache_is_keyed_by_versions(cache_dir):
+    pytest.importorskip("onnxruntime")
+    import onnxruntime
+
+    got = dict(select_providers("tensorrt", available=ALL))["TensorrtExecutionProvider"]
+    path = got["trt_engine_cache_path"]
+    assert path.startswith(str(cache_dir / "tensorrt")) and ("ort-" + onnxruntime.__version__.split("+")[0]) in path
+    assert "_trt-" in path
