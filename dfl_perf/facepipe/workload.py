@@ -16,6 +16,7 @@ detection and a real DFM or the DFM-shaped stand-in (``standin.py``) for the swa
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
 import time
@@ -32,6 +33,8 @@ __all__ = ["Workload", "BaselineRunner", "OptimizedRunner", "RunStats", "FrameIt
            "standin_model_path", "BadFrameError", "check_frame"]
 
 FrameSink = Callable[[int, np.ndarray], None]
+log = logging.getLogger("dfl_perf.facepipe")
+_ERRORS_KEPT = 20
 
 
 # ------------------------------------------------------------------------------------- models
@@ -95,6 +98,7 @@ class RunStats:
     completions: List[float] = field(default_factory=list)
     not_done: int = 0
     accounting: Dict[str, Any] = field(default_factory=dict)  # the pipeline's stats() once closed
+    errors: List[str] = field(default_factory=list)  # live runs: the first failed frames, what and where
 
     @property
     def seconds(self) -> float:
@@ -469,11 +473,8 @@ class OptimizedRunner:
         try:
             if not result.ok:
                 stats.not_done += 1
-                if result.error is not None and not self.live:
-                    if isinstance(result.error, BadFrameError):
-                        raise result.error
-                    raise RuntimeError("frame %d failed in stage %s: %r\n%s"
-                                       % (result.id, result.stage, result.error, result.traceback))
+                if result.error is not None:
+                    self._frame_failed(result, stats)
                 return
             stats.frames += 1
             stats.latencies.append(result.latency)
@@ -483,6 +484,21 @@ class OptimizedRunner:
         finally:
             if item is not None:
                 self._drop_buffers(item)
+
+    def _frame_failed(self, result: Any, stats: RunStats) -> None:
+        """Files: raise (a bad frame as itself). Live: keep the message, warn once per run, go on."""
+        if not self.live:
+            if isinstance(result.error, BadFrameError):
+                raise result.error
+            raise RuntimeError("frame %d failed in stage %s: %r\n%s"
+                               % (result.id, result.stage, result.error, result.traceback))
+        message = "frame %d failed in stage %s: %s: %s" % (result.id, result.stage, type(result.error).__name__,
+                                                           result.error)
+        if not stats.errors:
+            log.warning("%s (later failures are counted; RunStats.errors keeps the first %d)", message,
+                        _ERRORS_KEPT)
+        if len(stats.errors) < _ERRORS_KEPT:
+            stats.errors.append(message)
 
     def close(self) -> None:
         """Stop the runs in progress (frames left are dropped), wait for them, free the sessions' buffers.
