@@ -122,11 +122,12 @@ class RunStats:
         done = np.asarray(self.completions) - self.started
         lat = np.asarray(self.latencies)
         rows = []
-        edges = np.arange(0.0, float(done.max()) + window, window)
-        for lo in edges:
+        end = float(done.max())
+        for lo in np.arange(0.0, end + window, window):
             sel = (done >= lo) & (done < lo + window)
-            if sel.any():
-                rows.append({"t": float(lo + window), "fps": float(sel.sum() / window),
+            width = min(window, end - lo)  # the last window is only as long as the run
+            if sel.any() and width > 0.2 * window:
+                rows.append({"t": float(lo + width), "fps": float(sel.sum() / width),
                              "latency_p50": float(np.median(lat[sel]))})
         return rows
 
