@@ -1,0 +1,284 @@
+"""dfl_perf's way of running the reference workload: tuned cached sessions, IOBinding with pooled
+buffers, and a three-stage ``Pipeline`` (detect+align, swap, merge) so the detection of frame N+1
+overlaps the swap of frame N, with several swap workers on a CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Iterable, List, Optional
+
+import numpy as np
+
+from dfl_perf.facepipe.frames import BadFrameError, FrameItem, InFlight, check_frame
+from dfl_perf.facepipe.workload import FrameSink, RunStats, Workload
+
+__all__ = ["OptimizedRunner", "swap_workers_for"]
+
+log = logging.getLogger("dfl_perf.facepipe")
+_ERRORS_KEPT = 20
+
+
+# ---------------------------------------------------------------------------------- optimized
+
+def swap_workers_for(provider: str, budget: int) -> int:
+    """Swap workers: on a CPU, one per usable core (each session thread single); on a GPU, one."""
+    from dfl_perf.sessions import GPU_PROVIDERS
+
+    return 1 if provider in GPU_PROVIDERS else max(1, budget)
+
+
+class OptimizedRunner:
+    """dfl_perf's way: tuned cached sessions, IOBinding with pools, a three-stage Pipeline.
+
+    ``live=False`` (files, benchmarks) processes every frame in order with back-pressure;
+    ``live=True`` (cameras) drops the oldest waiting frame and frames older than ``deadline``.
+    """
+
+    def __init__(self, workload: Workload, provider: Optional[str] = None, device_id: int = 0,
+                 cache: Any = None, monitor: Any = None, swap_workers: Optional[int] = None,
+                 live: bool = False, deadline: Optional[float] = None, max_queue: int = 2,
+                 disk_cache: bool = False) -> None:
+        from dfl_perf.buffers import BoundSession, BufferPool, DFMRunner
+        from dfl_perf.devices import cpu_budget, select_providers
+        from dfl_perf.facepipe.detector import FaceDetector
+        from dfl_perf.sessions import ModelCache, SessionConfig
+
+        self.workload = workload
+        providers = select_providers(provider, device_id) if provider else select_providers(device_id=device_id)
+        self.provider = providers[0][0]
+        config = SessionConfig.tuned(threads=1, providers=providers).replace(disk_cache=disk_cache)
+        self.cache = cache if cache is not None else ModelCache(max_models=4)
+        self._owns_cache = cache is None
+        t0 = time.perf_counter()
+        det_session = self.cache.get(workload.detector_path(), config)
+        dfm_session = self.cache.get(workload.dfm_path(), config)
+        self.session_seconds = time.perf_counter() - t0
+        device = "cpu" if self.provider == "CPUExecutionProvider" else "cuda"
+        self.pool = BufferPool(max_bytes=256 << 20)
+        self.detector = FaceDetector(det_session)
+        self.det_bound = BoundSession(det_session, host_pool=self.pool)
+        self.dfm = DFMRunner(dfm_session, device=device if device == "cpu" else "cpu", host_pool=self.pool)
+        self.resolution = self.dfm.resolution
+        self.swap_workers = swap_workers or swap_workers_for(self.provider, cpu_budget())
+        self.monitor = monitor
+        self.live = live
+        self.deadline = deadline
+        self.max_queue = max_queue
+        self._runs: List[Any] = []  # (thread, pipeline, stop event) of each run in progress
+        self._runs_changed = threading.Condition()
+        self._closed = self._released = False
+
+    # -- stages: each takes an FrameItem and returns it
+    def _detect_state(self) -> np.ndarray:
+        return np.zeros(self.detector.input_shape, np.float32)
+
+    def detect(self, item: FrameItem, blob_buffer: np.ndarray) -> FrameItem:
+        from dfl_perf.facepipe.align import align_matrix, warp_face
+
+        check_frame(item.index, item.frame)
+        det, w, res = self.detector, self.workload, self.resolution
+        blob, scale = det.preprocess(item.frame, out=blob_buffer)
+        faces = det.decode(self.det_bound.run({det.input_name: blob}), scale)[: w.max_faces]
+        item.mats = [align_matrix(f.keypoints, res, w.coverage) for f in faces]
+        if faces:
+            item.crops = self.pool.acquire((len(faces), res, res, 3), np.uint8)
+            for i, M in enumerate(item.mats):
+                warp_face(item.frame, M, res, out=item.crops[i])
+        return item
+
+    def swap(self, item: FrameItem) -> FrameItem:
+        import cv2
+
+        if item.crops is None:
+            return item
+        n, res = len(item.mats), self.resolution
+        out = self.dfm.run(item.crops, self.workload.morph_factor)
+        self.pool.release(item.crops)
+        item.crops = None
+        item.masks = self.pool.acquire((n, res, res), np.float32)
+        np.multiply(out.celeb_face_mask[..., 0], out.face_mask[..., 0], out=item.masks)
+        item.celebs = self.pool.acquire((n, res, res, 3), np.uint8)
+        for i in range(n):  # quantise in crop space: the merge warps uint8
+            cv2.convertScaleAbs(out.celeb_face[i], dst=item.celebs[i], alpha=255.0)
+        return item
+
+    def merge(self, item: FrameItem) -> FrameItem:
+        from dfl_perf.facepipe.merge import merge_faces
+
+        out = self.pool.acquire(item.frame.shape, np.uint8)
+        if item.celebs is None:
+            np.copyto(out, item.frame)
+        else:
+            merge_faces(item.frame, item.celebs, item.masks, item.mats, out=out)
+            self.pool.release(item.celebs)
+            self.pool.release(item.masks)
+            item.celebs = item.masks = None
+        item.output = out
+        return item
+
+    def stages(self) -> List[Any]:
+        from dfl_perf.processor import Stage
+
+        # one waiting frame between stages: enough to keep every worker busy, few enough that a
+        # frame does not queue behind many others (latency = frames in flight / throughput)
+        return [
+            Stage(self.detect, workers=1, name="detect", init=self._detect_state),
+            Stage(self.swap, workers=self.swap_workers, name="swap", max_queue=1),
+            Stage(self.merge, workers=1, name="merge", max_queue=1),
+        ]
+
+    def pipeline(self) -> Any:
+        from dfl_perf.processor import Pipeline
+
+        return Pipeline(self.stages(), drop="oldest" if self.live else "block", max_queue=self.max_queue,
+                        deadline=self.deadline, ordered=True, monitor=self.monitor, name="facepipe")
+
+    def release(self, output: np.ndarray) -> None:
+        """Give an output frame back to the pool once the caller is done with it."""
+        self.pool.release(output)
+
+    def _drop_buffers(self, item: Any) -> None:
+        for name in ("crops", "celebs", "masks", "output"):
+            buf = getattr(item, name, None)
+            if buf is not None:
+                self.pool.release(buf)
+                setattr(item, name, None)
+
+    def run(self, frames: Iterable[np.ndarray], sink: Optional[FrameSink] = None) -> RunStats:
+        """Process ``frames`` through the pipeline; ``sink(index, frame)`` gets outputs in order.
+
+        The output frame handed to ``sink`` is pooled: copy it if you keep it past the call. A frame
+        that is not (H, W, 3) uint8 BGR is an ERROR result live and raises ``BadFrameError`` for
+        files. An error in the source or the sink (KeyboardInterrupt included) stops the run at
+        once and is raised here; ``close()`` from another thread stops it too (the frames left are
+        counted as dropped) and run() returns. No thread is left running either way.
+        """
+        stats = RunStats()
+        errors: List[BaseException] = []
+        inflight = InFlight()
+        stop = threading.Event()
+        pipe = self._start_run(stop)
+        try:
+            with pipe:
+                feeder = threading.Thread(target=self._feed, args=(pipe, frames, errors, inflight, stop),
+                                          name="facepipe-feeder", daemon=True)
+                stats.started = time.perf_counter()
+                feeder.start()
+                try:
+                    for result in pipe.results():
+                        self._account(result, stats, sink, inflight)
+                except BaseException:
+                    stop.set()
+                    pipe.close(drain=False)  # frees a feeder waiting for room; it stops at its next frame
+                    raise
+                finally:
+                    feeder.join()
+        finally:
+            for item in inflight.take_all():  # left unread when the run stopped early
+                self._drop_buffers(item)
+            self._end_run(pipe)
+        stats.finished = time.perf_counter()
+        stats.accounting = pipe.stats()
+        if errors:
+            raise errors[0]
+        return stats
+
+    def _start_run(self, stop: threading.Event) -> Any:
+        with self._runs_changed:
+            if self._closed:
+                raise RuntimeError("OptimizedRunner is closed")
+            pipe = self.pipeline()
+            self._runs.append((threading.current_thread(), pipe, stop))
+            return pipe
+
+    def _end_run(self, pipe: Any) -> None:
+        with self._runs_changed:
+            self._runs = [run for run in self._runs if run[1] is not pipe]
+            self._runs_changed.notify_all()
+        self._release_when_idle()
+
+    def _feed(self, pipe: Any, frames: Iterable[np.ndarray], errors: List[BaseException],
+              inflight: InFlight, stop: threading.Event) -> None:
+        try:
+            for index, frame in enumerate(frames):
+                if stop.is_set():
+                    break
+                item = FrameItem(index, frame)
+                inflight.add(item)
+                pipe.submit(item)
+        except BaseException as exc:  # surfaced by run() in the caller's thread
+            if not stop.is_set():
+                errors.append(exc)
+        finally:
+            pipe.close(drain=True)
+
+    def _account(self, result: Any, stats: RunStats, sink: Optional[FrameSink],
+                 inflight: InFlight) -> None:
+        item, missed = inflight.take(result.id)
+        for lost in missed:  # dropped unread from a full output (live): no result will come
+            self._drop_buffers(lost)
+        try:
+            if not result.ok:
+                stats.not_done += 1
+                if result.error is not None:
+                    self._frame_failed(result, stats)
+                return
+            stats.frames += 1
+            stats.latencies.append(result.latency)
+            stats.completions.append(result.finished)
+            if sink is not None:
+                sink(item.index, item.output)
+        finally:
+            if item is not None:
+                self._drop_buffers(item)
+
+    def _frame_failed(self, result: Any, stats: RunStats) -> None:
+        """Files: raise (a bad frame as itself). Live: keep the message, warn once per run, go on."""
+        if not self.live:
+            if isinstance(result.error, BadFrameError):
+                raise result.error
+            raise RuntimeError("frame %d failed in stage %s: %r\n%s"
+                               % (result.id, result.stage, result.error, result.traceback))
+        message = "frame %d failed in stage %s: %s: %s" % (result.id, result.stage, type(result.error).__name__,
+                                                           result.error)
+        if not stats.errors:
+            log.warning("%s (later failures are counted; RunStats.errors keeps the first %d)", message,
+                        _ERRORS_KEPT)
+        if len(stats.errors) < _ERRORS_KEPT:
+            stats.errors.append(message)
+
+    def close(self) -> None:
+        """Stop the runs in progress (frames left are dropped), wait for them, free the sessions' buffers.
+
+        Safe from any thread, also from the sink; idempotent.
+        """
+        me = threading.current_thread()
+        with self._runs_changed:
+            self._closed = True
+            runs = list(self._runs)
+        for _, pipe, stop in runs:
+            stop.set()
+            pipe.close(drain=False)
+        with self._runs_changed:  # a run on this thread (close from its sink) frees them when it ends
+            while any(thread is not me for thread, _, _ in self._runs):
+                self._runs_changed.wait()
+        self._release_when_idle()
+
+    def _release_when_idle(self) -> None:
+        with self._runs_changed:
+            if not self._closed or self._runs or self._released:
+                return
+            self._released = True
+        self.dfm.close()
+        self.det_bound.close()
+        if self._owns_cache:
+            self.cache.clear()
+
+    def __enter__(self) -> OptimizedRunner:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
