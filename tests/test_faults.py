@@ -449,9 +449,6 @@ def test_close_from_the_sink_ends_the_run(frames, standin, no_thread_leak):
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(strict=True, reason="buffers.DFMRunner.run after close(): the calling thread's state (dropped "
-                   "from the runner's books by close) acquires a new batch buffer before BoundSession raises, and "
-                   "that lease is never given back; the error also names BoundSession, not DFMRunner")
 def test_dfm_runner_used_after_close_raises_and_leases_nothing(standin):
     pool = BufferPool()
     dfm = DFMRunner(create_session_with_info(standin, CPU1).session, host_pool=pool)

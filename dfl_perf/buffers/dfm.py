@@ -195,6 +195,7 @@ class DFMRunner:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._states: List[_FaceState] = []
+        self._closed = False
 
     @property
     def has_morph_value(self) -> bool:
@@ -203,6 +204,8 @@ class DFMRunner:
 
     def run(self, faces: Faces, morph_factor: float = 0.75) -> DFMOutputs:
         """Swap a face or a batch of faces; see the class docstring."""
+        if self._closed:
+            raise RuntimeError("DFMRunner is closed: make a new one to run the model again")
         state = self._state()
         count = self._count(faces)
         batch = self._batch_buffer(state, count)
@@ -296,6 +299,7 @@ class DFMRunner:
     def close(self) -> None:
         """Return the pooled input buffers (and close the BoundSession if this runner made it)."""
         with self._lock:
+            self._closed = True
             states, self._states = self._states, []
         for state in states:
             if state.batch is not None:
