@@ -26,23 +26,13 @@ from typing import Any, Dict, List
 
 from _common import REPO, median, print_header, write_json
 
+from dfl_perf.benchmark.measure import peak_rss_bytes
+
 LIMIT_64K = 64 * 1024
 MODES = ("plain", "pooled")
 
 
 # ----------------------------------------------------------------------------- worker (one mode)
-def _peak_rss_bytes() -> int:
-    try:
-        import resource
-
-        scale = 1 if sys.platform == "darwin" else 1024
-        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * scale
-    except ImportError:  # Windows
-        import psutil
-
-        return int(psutil.Process().memory_info().peak_wset)
-
-
 def _session(res: int, cost: str, threads: int) -> Any:
     import onnxruntime as ort
 
@@ -95,7 +85,7 @@ def worker(mode: str, res: int, frames: int, cost: str, threads: int, traced_fra
         t0 = time.perf_counter()
         frame(i)
         times.append(time.perf_counter() - t0)
-    rss = _peak_rss_bytes()  # before tracemalloc, whose own bookkeeping would add to it
+    rss = peak_rss_bytes()  # before tracemalloc, whose own bookkeeping would add to it
     gc.collect()
     tracemalloc.start()
     peaks = []

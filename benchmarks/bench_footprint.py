@@ -31,6 +31,8 @@ from typing import Any, Dict, List, Optional, Tuple
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import median, print_header, write_json  # noqa: E402
 
+from dfl_perf.benchmark.measure import peak_rss_bytes  # noqa: E402
+
 MODES = ("baseline", "optimized")
 RESOLUTIONS = ((640, 480), (1280, 720))
 MB = 1e6
@@ -72,21 +74,6 @@ def _rss_bytes() -> Optional[int]:
     return int(psutil.Process().memory_info().rss)
 
 
-def _peak_rss_bytes() -> Optional[int]:
-    """This process's RSS high-water mark in bytes."""
-    try:
-        import resource
-    except ImportError:  # Windows: the working-set peak
-        try:
-            import psutil
-
-            return int(getattr(psutil.Process().memory_info(), "peak_wset", 0)) or None
-        except ImportError:
-            return None
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak if sys.platform == "darwin" else peak * 1024)  # bytes on macOS, KiB elsewhere
-
-
 def _child(mode: str, width: int, height: int, frames: int) -> int:
     rss_start = _rss_bytes()
     try:
@@ -95,7 +82,7 @@ def _child(mode: str, width: int, height: int, frames: int) -> int:
         print(json.dumps({"error": "not_implemented", "message": str(exc)}))
         return 2
     print(json.dumps({"mode": mode, "width": width, "height": height, "frames": frames,
-                      "rss_start": rss_start, "peak_rss": _peak_rss_bytes(), "rss_end": _rss_bytes(),
+                      "rss_start": rss_start, "peak_rss": peak_rss_bytes(), "rss_end": _rss_bytes(),
                       "workload": report}, default=str))
     return 0
 
