@@ -20,26 +20,13 @@ pytest.importorskip("onnxruntime")
 from hypothesis import HealthCheck, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule  # noqa: E402
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx_models import tiny_model  # noqa: E402
 
 import dfl_perf.sessions.cache as cache_module  # noqa: E402
 from dfl_perf.sessions import InvalidModelError, ModelCache, ModelNotFoundError, SessionConfig  # noqa: E402
 from dfl_perf.sessions.measure import FILE_SIZE_FACTOR, clamp_measured, measured_create  # noqa: E402
 
 X = np.array([[-1, 0, 1, 2]], np.float32)
-
-
-def tiny_model(bias: float = 1.0, pad: int = 0, dims=("N", 4)):
-    """y = relu(x) + bias; ``pad`` floats of unused weights make the file bigger."""
-    inits = [numpy_helper.from_array(np.full((4,), bias, np.float32), "b")]
-    if pad:
-        inits.append(numpy_helper.from_array(np.arange(pad, dtype=np.float32), "pad"))
-    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Add", ["r", "b"], ["y"])]
-    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(dims))],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(dims))], initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    return model
 
 
 def write_models(folder: Path, count: int):
