@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import platform
 import statistics
 import sys
 from pathlib import Path
@@ -16,27 +14,10 @@ if str(REPO) not in sys.path:
 
 
 def machine_info() -> Dict[str, Any]:
-    """Machine and library versions, for every benchmark's header and JSON."""
-    from dfl_perf.lazy import optional_import
+    """Machine and library versions, for every benchmark's header and JSON (``dfl-perf benchmark``'s own)."""
+    from dfl_perf.benchmark.report import machine_info as describe
 
-    versions = {}
-    for name in ("numpy", "onnxruntime", "cv2", "onnx"):
-        module = optional_import(name)
-        versions[name] = None if module is None else str(getattr(module, "__version__", "?"))
-    try:
-        from dfl_perf.devices import cpu_budget
-
-        budget: Optional[int] = cpu_budget()
-    except Exception:
-        budget = None
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "cpu_budget": budget,
-        "python": platform.python_version(),
-        "versions": versions,
-    }
+    return describe()
 
 
 def print_header(title: str, info: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
@@ -44,8 +25,8 @@ def print_header(title: str, info: Optional[Dict[str, Any]] = None) -> Dict[str,
     v = info["versions"]
     print("== %s ==" % title)
     print("machine: %s, %s cores (budget %s), Python %s" % (info["platform"], info["cpu_count"], info["cpu_budget"],
-                                                           info["python"]))
-    print("versions: " + ", ".join("%s %s" % (k, v[k]) for k in v))
+                                                           v["python"]))
+    print("versions: " + ", ".join("%s %s" % (k, v[k]) for k in v if k not in ("python", "dfl_perf")))
     return info
 
 
