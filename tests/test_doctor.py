@@ -58,22 +58,3 @@ def test_detects_dfl_zero_width_space_bug(tmp_path):
     info = doctor.collect(measure_imports=False, dfl_path=str(tmp_path))
     assert info["dfl"]["found"] and info["dfl"]["zwsp_bug"]
     assert any("CUDA_CACHE_MAXSIZE" in a for a in doctor.recommendations(info))
-
-
-def test_no_command_prints_help(capsys):
-    assert main([]) == 2
-
-
-def test_cli_lists_every_command(capsys):
-    import pytest as _pytest
-
-    with _pytest.raises(SystemExit):
-        main(["-h"])
-    text = capsys.readouterr().out
-    for command in ("doctor", "benchmark", "run", "soak", "models", "dfl"):
-        assert command in text
-
-
-def test_dfl_command_passes_arguments_through(capsys):
-    assert main(["dfl", "-h"]) == 0
-    assert "DeepFaceLive's main.py" in capsys.readouterr().out
