@@ -65,6 +65,49 @@ def test_outputs_arrive_in_order_with_several_workers(frames):
 
 
 @pytest.mark.timeout(180)
+def test_files_mode_holds_at_most_max_in_flight_frames_through_a_stall(frames, no_thread_leak):
+    held = []  # frames taken from the source and not yet handed to the sink, at each take
+    counts = {"taken": 0, "sunk": 0}
+
+    def source():
+        for i in range(40):
+            held.append(counts["taken"] - counts["sunk"])
+            counts["taken"] += 1
+            yield frames[i % len(frames)]
+
+    def sink(index, frame):
+        counts["sunk"] += 1
+
+    with OptimizedRunner(FAST, swap_workers=3, max_in_flight=4) as runner:
+        swap = runner.swap
+
+        def stalling_swap(item):  # frame 3 stalls; the other workers finish the frames behind it
+            if item.index == 3:
+                time.sleep(1.0)
+            return swap(item)
+
+        runner.swap = stalling_swap
+        stats = runner.run(source(), sink=sink)
+    assert stats.frames == 40
+    # the feeder holds one frame from the source while it waits for room: limit + 1 at most
+    assert max(held) <= 4 + 1, held
+
+
+@pytest.mark.timeout(180)
+def test_low_memory_gives_the_same_frames_with_one_swap_worker(frames, no_thread_leak):
+    outputs = {}
+    for low in (False, True):
+        got = outputs[low] = {}
+        with OptimizedRunner(FAST, low_memory=low) as runner:
+            runner.run(frames, sink=lambda i, f, got=got: got.__setitem__(i, f.copy()))
+            if low:
+                assert (runner.swap_workers, runner.max_in_flight) == (1, 3)
+    assert sorted(outputs[True]) == list(range(len(frames)))
+    for i in outputs[False]:
+        np.testing.assert_array_equal(outputs[True][i], outputs[False][i])
+
+
+@pytest.mark.timeout(180)
 def test_live_mode_drops_and_accounts_for_every_frame(frames, no_thread_leak):
     def flood():
         for _ in range(6):

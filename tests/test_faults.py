@@ -436,6 +436,26 @@ def test_close_from_another_thread_stops_a_run(frames, standin, live, no_thread_
 
 
 @pytest.mark.timeout(60)
+def test_close_while_the_feeder_waits_for_room_stops_the_run(frames, standin, no_thread_leak):
+    runner = OptimizedRunner(Workload(dfm=str(standin)), swap_workers=1, max_in_flight=1)
+    sunk = threading.Event()
+
+    def slow_sink(index, frame):  # the one frame in flight sits here: the feeder waits for room
+        sunk.set()
+        time.sleep(0.3)
+
+    closer = threading.Thread(target=lambda: sunk.wait(30) and runner.close())
+    closer.start()
+    t0 = time.monotonic()
+    stats = runner.run(frames * 100, sink=slow_sink)
+    closer.join()
+    assert time.monotonic() - t0 < 10
+    assert_accounted(stats.accounting)
+    assert stats.accounting["submitted"] < 10
+    assert runner.pool.stats()["leased"] == 0
+
+
+@pytest.mark.timeout(60)
 def test_close_from_the_sink_ends_the_run(frames, standin, no_thread_leak):
     runner = OptimizedRunner(Workload(dfm=str(standin)), swap_workers=2, live=True)
 

@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["BadFrameError", "check_frame", "FrameItem"]
+__all__ = ["BadFrameError", "check_frame", "FrameItem", "InFlight"]
 
 
 class BadFrameError(ValueError):
@@ -52,25 +52,48 @@ class InFlight:
 
     Results arrive in id order, so when result ``n`` arrives, frames below ``n`` that are still
     here were dropped unread from a full output (live mode): their pooled buffers must go back.
+    ``limit`` bounds how many frames are in flight at once: ``add`` waits for room (``cancel``
+    wakes it), so the frame-sized buffers a run holds stay bounded whatever the queues do.
     """
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
+    def __init__(self, limit: Optional[int] = None) -> None:
+        if limit is not None and limit < 1:
+            raise ValueError("limit must be None or >= 1, got %r" % (limit,))
+        self.limit = limit
+        self._changed = threading.Condition()
         self._items: Dict[int, FrameItem] = {}
         self._next = 0
+        self._cancelled = False
+        self.peak = 0
 
-    def add(self, item: FrameItem) -> None:
-        with self._lock:
+    def add(self, item: FrameItem) -> bool:
+        """Hold ``item`` (waiting while ``limit`` frames are in flight); False once cancelled."""
+        with self._changed:
+            while self.limit is not None and len(self._items) >= self.limit and not self._cancelled:
+                self._changed.wait()
+            if self._cancelled:
+                return False
             self._items[item.index] = item
+            self.peak = max(self.peak, len(self._items))
+            return True
+
+    def cancel(self) -> None:
+        """Wake a waiting ``add`` and refuse later ones (the run is stopping)."""
+        with self._changed:
+            self._cancelled = True
+            self._changed.notify_all()
 
     def take(self, frame_id: int) -> Tuple[Optional[FrameItem], List[FrameItem]]:
         """(the item of ``frame_id``, the items below it that were skipped)."""
-        with self._lock:
+        with self._changed:
             missed = [self._items.pop(k) for k in range(self._next, frame_id) if k in self._items]
             self._next = max(self._next, frame_id + 1)
-            return self._items.pop(frame_id, None), missed
+            item = self._items.pop(frame_id, None)
+            self._changed.notify_all()
+            return item, missed
 
     def take_all(self) -> List[FrameItem]:
-        with self._lock:
+        with self._changed:
             items, self._items = list(self._items.values()), {}
+            self._changed.notify_all()
             return items

@@ -19,6 +19,10 @@ __all__ = ["OptimizedRunner", "swap_workers_for"]
 
 log = logging.getLogger("dfl_perf.facepipe")
 _ERRORS_KEPT = 20
+#: Frames in flight beyond one per worker of the swap stage (files mode): the detect and merge
+#: workers' frames plus one waiting, so no worker idles. More only adds frame-sized buffers (memory).
+IN_FLIGHT_SPARE = 3
+LOW_MEMORY_SPARE = 2
 
 
 # ---------------------------------------------------------------------------------- optimized
@@ -33,14 +37,19 @@ def swap_workers_for(provider: str, budget: int) -> int:
 class OptimizedRunner:
     """dfl_perf's way: tuned cached sessions, IOBinding with pools, a three-stage Pipeline.
 
-    ``live=False`` (files, benchmarks) processes every frame in order with back-pressure;
+    ``live=False`` (files, benchmarks) processes every frame in order with back-pressure, with at
+    most ``max_in_flight`` frames between the source and the sink (default: swap workers + 3);
     ``live=True`` (cameras) drops the oldest waiting frame and frames older than ``deadline``.
+    ``low_memory=True`` trades a little throughput for a smaller peak: one swap worker (one set of
+    the swap model's activations), swap workers + 2 frames in flight, and onnxruntime's memory
+    pattern off (activations from the arena as needed, not one block planned for the peak).
     """
 
     def __init__(self, workload: Workload, provider: Optional[str] = None, device_id: int = 0,
                  cache: Any = None, monitor: Any = None, swap_workers: Optional[int] = None,
                  live: bool = False, deadline: Optional[float] = None, max_queue: int = 2,
-                 disk_cache: bool = False) -> None:
+                 disk_cache: bool = False, max_in_flight: Optional[int] = None,
+                 low_memory: bool = False) -> None:
         from dfl_perf.buffers import BoundSession, BufferPool, DFMRunner
         from dfl_perf.devices import cpu_budget, select_providers
         from dfl_perf.facepipe.detector import FaceDetector
@@ -49,7 +58,8 @@ class OptimizedRunner:
         self.workload = workload
         providers = select_providers(provider, device_id) if provider else select_providers(device_id=device_id)
         self.provider = providers[0][0]
-        config = SessionConfig.tuned(threads=1, providers=providers).replace(disk_cache=disk_cache)
+        config = SessionConfig.tuned(threads=1, providers=providers).replace(
+            disk_cache=disk_cache, enable_mem_pattern=False if low_memory else None)
         self.cache = cache if cache is not None else ModelCache(max_models=4)
         self._owns_cache = cache is None
         t0 = time.perf_counter()
@@ -62,11 +72,14 @@ class OptimizedRunner:
         self.det_bound = BoundSession(det_session, host_pool=self.pool)
         self.dfm = DFMRunner(dfm_session, device=device if device == "cpu" else "cpu", host_pool=self.pool)
         self.resolution = self.dfm.resolution
-        self.swap_workers = swap_workers or swap_workers_for(self.provider, cpu_budget())
+        self.low_memory = low_memory
+        self.swap_workers = swap_workers or (1 if low_memory else swap_workers_for(self.provider, cpu_budget()))
         self.monitor = monitor
         self.live = live
         self.deadline = deadline
         self.max_queue = max_queue
+        spare = LOW_MEMORY_SPARE if low_memory else IN_FLIGHT_SPARE
+        self.max_in_flight = max_in_flight if max_in_flight is not None else self.swap_workers + spare
         self._runs: List[Any] = []  # (thread, pipeline, stop event) of each run in progress
         self._runs_changed = threading.Condition()
         self._closed = self._released = False
@@ -158,7 +171,7 @@ class OptimizedRunner:
         """
         stats = RunStats()
         errors: List[BaseException] = []
-        inflight = InFlight()
+        inflight = InFlight(None if self.live else self.max_in_flight)
         stop = threading.Event()
         pipe = self._start_run(stop)
         try:
@@ -175,6 +188,7 @@ class OptimizedRunner:
                     pipe.close(drain=False)  # frees a feeder waiting for room; it stops at its next frame
                     raise
                 finally:
+                    inflight.cancel()  # a feeder waiting for room stops (after a normal end it is gone)
                     feeder.join()
         finally:
             for item in inflight.take_all():  # left unread when the run stopped early
@@ -207,7 +221,8 @@ class OptimizedRunner:
                 if stop.is_set():
                     break
                 item = FrameItem(index, frame)
-                inflight.add(item)
+                if not inflight.add(item):
+                    break
                 pipe.submit(item)
         except BaseException as exc:  # surfaced by run() in the caller's thread
             if not stop.is_set():
