@@ -3,7 +3,9 @@
 The workload is ``dfl_perf.facepipe.workload``: YuNet -> align -> DFM stand-in (20 ms) -> merge on
 the generated clip; baseline = DFL's way (DFL's session options, sequential, fresh arrays, DFL's
 full-frame float32 merge), optimized = dfl_perf's (tuned cached sessions, pooled IOBinding, the
-Pipeline, a MemoryManager over the pool and the cache). Frames are rendered one at a time in both
+Pipeline, a MemoryManager over the pool and the cache), low_memory = the same with
+``OptimizedRunner(low_memory=True)`` (one swap worker, three frames in flight, onnxruntime's memory
+pattern off). Frames are rendered one at a time in both
 modes, so no frame list inflates either peak. Each run also records the mean of every output
 frame, and the table reports the largest difference of those means between the modes (the output
 check proper, pixel by pixel, is ``dfl-perf benchmark``'s ``outputs_match``).
@@ -11,7 +13,9 @@ check proper, pixel by pixel, is ``dfl-perf benchmark``'s ``outputs_match``).
 Each (mode, resolution, repeat) runs in a fresh Python process, so one run's allocations never
 count in another's peak. The child imports the workload, reads its RSS (``rss_start``), runs the
 frames, and reports the process's high-water mark (``ru_maxrss``; ``peak_wset`` on Windows) and
-its RSS at the end. The table gives medians over the repeats and the optimized-vs-baseline change.
+its RSS at the end; ``rss_ready`` is its RSS once the runner is built (libraries, clip, sessions),
+the floor no run can go under. The table gives medians over the repeats and each mode's change
+from the baseline.
 
     python benchmarks/bench_footprint.py                 # 640x480 and 1280x720, 1000 frames, 3 repeats
     python benchmarks/bench_footprint.py --quick         # 100 frames, 1 repeat
@@ -33,14 +37,15 @@ from _common import median, print_header, write_json  # noqa: E402
 
 from dfl_perf.benchmark.measure import peak_rss_bytes  # noqa: E402
 
-MODES = ("baseline", "optimized")
+MODES = ("baseline", "optimized", "low_memory")
 RESOLUTIONS = ((640, 480), (1280, 720))
 MB = 1e6
 _CHILD_FLAG = "--child"
 
 
 def run_workload(mode: str, width: int, height: int, frames: int) -> Dict[str, Any]:
-    """Run the reference workload once in this process; returns FPS and per-frame output means."""
+    """Run the reference workload once in this process; returns FPS, per-frame output means and
+    ``rss_ready``, the RSS once the runner is built (libraries, clip, sessions: before frame 1)."""
     from dfl_perf.facepipe.clip import PATH_PERIOD, make_clip
     from dfl_perf.facepipe.workload import BaselineRunner, OptimizedRunner, Workload
 
@@ -55,15 +60,19 @@ def run_workload(mode: str, width: int, height: int, frames: int) -> Dict[str, A
         means.append(float(frame.mean()))
 
     if mode == "baseline":
-        stats = BaselineRunner(Workload()).run(source(), sink=sink)
+        runner = BaselineRunner(Workload())
+        ready = _rss_bytes()
+        stats = runner.run(source(), sink=sink)
     else:
         from dfl_perf.memory import MemoryManager
 
-        with OptimizedRunner(Workload()) as runner, MemoryManager(host_budget=256 << 20) as memory:
+        with OptimizedRunner(Workload(), low_memory=mode == "low_memory") as runner, \
+                MemoryManager(host_budget=256 << 20) as memory:
             memory.register(runner.pool, name="frame buffers")
             memory.register(runner.cache, name="sessions")
+            ready = _rss_bytes()
             stats = runner.run(source(), sink=sink)
-    return {"fps": stats.fps, "frames_done": stats.frames, "output_means": means}
+    return {"fps": stats.fps, "frames_done": stats.frames, "output_means": means, "rss_ready": ready}
 
 
 def _rss_bytes() -> Optional[int]:
@@ -110,16 +119,23 @@ def _parse_resolution(text: str) -> Tuple[int, int]:
     return width, height
 
 
+def _change(value: Optional[int], base: Optional[int]) -> str:
+    return "%+.1f%%" % (100.0 * (value - base) / base) if base and value is not None else "-"
+
+
 def table(rows: List[Dict[str, Any]]) -> List[str]:
-    lines = ["| resolution | frames | baseline peak RSS MB | optimized peak RSS MB | change | baseline FPS "
-             "| optimized FPS | max diff of frame means |",
+    """Peak RSS per mode with its change from the baseline, FPS, and the RSS before frame 1."""
+    lines = ["| resolution | frames | baseline peak MB | optimized peak MB (change) | low_memory peak MB (change) "
+             "| FPS base / opt / low | RSS before frame 1 MB | max diff of frame means |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
-        base, opt = row["baseline"]["peak_rss"], row["optimized"]["peak_rss"]
-        change = "%+.1f%%" % (100.0 * (opt - base) / base) if base and opt is not None else "-"
-        lines.append("| %dx%d | %d | %.1f | %.1f | %s | %.1f | %.1f | %.4f |" % (
-            row["width"], row["height"], row["frames"], base / MB, opt / MB, change, row["baseline"]["fps"],
-            row["optimized"]["fps"], row["max_mean_diff"]))
+        base = row["baseline"]["peak_rss"]
+        cells = ["%.1f (%s)" % (row[m]["peak_rss"] / MB, _change(row[m]["peak_rss"], base)) for m in MODES[1:]]
+        fps = " / ".join("%.1f" % row[m]["fps"] for m in MODES)
+        ready = " / ".join("%.0f" % (row[m]["rss_ready"] / MB) if row[m]["rss_ready"] else "-" for m in MODES)
+        lines.append("| %dx%d | %d | %.1f | %s | %s | %s | %s | %.4f |" % (
+            row["width"], row["height"], row["frames"], base / MB, cells[0], cells[1], fps, ready,
+            row["max_mean_diff"]))
     return lines
 
 
@@ -147,12 +163,15 @@ def main(argv: Optional[List[str]] = None) -> int:
                 runs = [measure_once(mode, width, height, frames, args.timeout) for _ in range(repeats)]
                 row[mode] = {"peak_rss": median(r["peak_rss"] for r in runs),
                              "rss_start": median(r["rss_start"] for r in runs),
+                             "rss_ready": median(r["workload"]["rss_ready"] for r in runs),
                              "fps": median(r["workload"]["fps"] for r in runs), "runs": runs}
             a = row["baseline"]["runs"][0]["workload"]["output_means"]
-            b = row["optimized"]["runs"][0]["workload"]["output_means"]
-            if len(a) != len(b):
-                raise RuntimeError("modes processed different frame counts: %d vs %d" % (len(a), len(b)))
-            row["max_mean_diff"] = max(abs(x - y) for x, y in zip(a, b))
+            row["max_mean_diff"] = 0.0
+            for mode in MODES[1:]:
+                b = row[mode]["runs"][0]["workload"]["output_means"]
+                if len(a) != len(b):
+                    raise RuntimeError("%s processed %d frames, baseline %d" % (mode, len(b), len(a)))
+                row["max_mean_diff"] = max([row["max_mean_diff"]] + [abs(x - y) for x, y in zip(a, b)])
             for mode in MODES:
                 for run in row[mode]["runs"]:
                     run["workload"].pop("output_means")

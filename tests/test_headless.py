@@ -59,9 +59,10 @@ def test_run_writes_every_frame_swapped(video, dfm, tmp_path, no_thread_leak):
 
 
 @pytest.mark.timeout(180)
-def test_cli_run(video, dfm, tmp_path, capsys):
+@pytest.mark.parametrize("extra", [[], ["--low-memory"]])
+def test_cli_run(video, dfm, tmp_path, capsys, extra):
     out = tmp_path / "out.mp4"
-    assert main(["run", "--model", dfm, "--source", str(video), "--output", str(out), "--no-progress"]) == 0
+    assert main(["run", "--model", dfm, "--source", str(video), "--output", str(out), "--no-progress"] + extra) == 0
     assert "frames %d" % FRAMES in capsys.readouterr().out
     assert out.stat().st_size > 0
 
