@@ -4,6 +4,8 @@ check fails when the optimized path changes the frames."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -69,3 +71,15 @@ def test_output_check_catches_a_wrong_optimized_path(monkeypatch):
 def test_quick_options_are_short():
     quick = BenchmarkOptions.quick()
     assert quick.duration * quick.repeats <= BenchmarkOptions().duration * BenchmarkOptions().repeats
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the fork/exec carry-over of ru_maxrss is Linux's")
+def test_peak_rss_of_a_child_does_not_count_its_parent():
+    from dfl_perf.benchmark.measure import peak_rss_bytes
+
+    ballast = np.ones(200 << 20, np.uint8)  # 200 MB resident in this (the parent) process
+    assert peak_rss_bytes() >= ballast.nbytes
+    code = "from dfl_perf.benchmark.measure import peak_rss_bytes; print(peak_rss_bytes())"
+    child = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    del ballast
+    assert 1 << 20 < child < 100 << 20, "the child reported %d MB: its parent's peak, not its own" % (child >> 20)

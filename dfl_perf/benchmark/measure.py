@@ -15,7 +15,19 @@ BIG_ALLOCATION = 64 * 1024
 
 
 def peak_rss_bytes() -> int:
-    """The process's peak resident set size so far (high-water mark), in bytes."""
+    """This process's peak resident set size so far (high-water mark), in bytes.
+
+    On Linux this is ``VmHWM`` from ``/proc/self/status``, the high-water mark of this program
+    alone: ``ru_maxrss`` also counts the parent's RSS at fork (Linux keeps the larger across
+    ``exec``), so a benchmark child started from a big parent would report the parent's size.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     try:
         import resource
 
