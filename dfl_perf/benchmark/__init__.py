@@ -152,6 +152,7 @@ def _median_run(runs: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
         "fps_runs": [r["fps"] for r in runs],
         "latency": {k: med(lambda r, k=k: r["latency"][k]) for k in ("p50", "p95", "p99", "max")},
         "peak_rss": med(lambda r: r["peak_rss"]),
+        "frames_bytes": runs[0]["frames_bytes"],
         "alloc_per_frame": med(lambda r: r["alloc_per_frame"]["median"]),
         "alloc_frames_over_64k": med(lambda r: r["alloc_per_frame"]["frames_over_64k"]),
         "session_seconds": med(lambda r: r["session_seconds"]),

@@ -55,7 +55,8 @@ def format_table(report: Dict[str, Any]) -> str:
             rows.append(["live latency %s" % key, _ms(bl["latency"][key]), _ms(ol["latency"][key]),
                          "%.2fx" % (ol["latency"][key] / bl["latency"][key])])
     rows += [
-        ["peak RSS", _mb(b["peak_rss"]), _mb(o["peak_rss"]), "%.2fx" % (o["peak_rss"] / b["peak_rss"])],
+        ["peak RSS, with %s of preloaded frames" % _mb(b.get("frames_bytes", 0)), _mb(b["peak_rss"]),
+         _mb(o["peak_rss"]), "%.2fx" % (o["peak_rss"] / b["peak_rss"])],
         ["allocated per frame", _kb(b["alloc_per_frame"]), _kb(o["alloc_per_frame"]),
          "%.3fx" % (o["alloc_per_frame"] / max(b["alloc_per_frame"], 1))],
         ["session creation", _ms(b["session_seconds"]), _ms(o["session_seconds"]), ""],

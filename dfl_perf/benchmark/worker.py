@@ -109,6 +109,7 @@ def main(argv: Any = None) -> int:
     frames = np.load(spec["frames_path"], mmap_mode=None)
     result = MODES[spec["mode"]](spec, frames)
     result["mode"] = spec["mode"]
+    result["frames_bytes"] = int(frames.nbytes)  # held by both modes: part of each peak RSS
     with open(argv[1], "w") as fh:
         json.dump(result, fh)
     return 0
