@@ -1,0 +1,144 @@
+"""What a DFM-sized model costs in memory to load and to keep, under onnxruntime's memory knobs.
+
+A real DFM holds 100-700 MB of weights (convolutions, and dense layers in the middle); the
+reference workload's stand-in holds 0.3 MB, so its footprint says nothing about them. This builds
+two models of about 100 MB of weights with ``onnx``: ``conv`` (ten 3x3 512->512 convolutions at
+14x14) and ``dense`` (one 25088x1024 MatMul), each also saved with its weights as an external data
+file, and loads each in a fresh process under:
+
+- ``dfl``: DeepFaceLive's options (``SessionConfig.dfl_default``, onnxruntime's defaults);
+- ``arena_off``: the same with ``enable_cpu_mem_arena=False``;
+- ``prepack_off``: the same with ``session.disable_prepacking=1``;
+- ``external``: the external-data copy of the model, DFL's options;
+- ``external_prepack_off``: the external-data copy with prepacking off.
+
+Per cell: the peak RSS while loading and running (``ru_maxrss``) and the RSS after 10 runs, both
+minus the RSS before the load, the load time and the mean time of a run (this machine is noisy:
+read times as rough). Nothing here is a dfl_perf default; it measures what each knob would buy.
+
+    python benchmarks/bench_model_memory.py [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import print_header, write_json  # noqa: E402
+
+MB = 1e6
+CONFIGS = ("dfl", "arena_off", "prepack_off", "external", "external_prepack_off")
+RUNS = 10
+_CHILD_FLAG = "--child"
+
+
+def build_models(folder: Path) -> Dict[str, Path]:
+    """``conv`` and ``dense`` (about 100 MB of weights each) with and without external data."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.RandomState(0)
+    conv_weights = [numpy_helper.from_array(rng.normal(0, 0.01, (512, 512, 3, 3)).astype(np.float32), "w%d" % i)
+                    for i in range(10)]
+    conv_nodes = [helper.make_node("Conv", ["x" if i == 0 else "c%d" % (i - 1), "w%d" % i], ["c%d" % i],
+                                   kernel_shape=[3, 3], pads=[1, 1, 1, 1]) for i in range(10)]
+    dense_weight = numpy_helper.from_array(rng.normal(0, 0.01, (25088, 1024)).astype(np.float32), "w")
+    specs = {
+        "conv": (conv_nodes, conv_weights, [1, 512, 14, 14], "c9", [1, 512, 14, 14]),
+        "dense": ([helper.make_node("MatMul", ["x", "w"], ["y"])], [dense_weight], [1, 25088], "y", [1, 1024]),
+    }
+    paths = {}
+    for name, (nodes, inits, in_shape, out_name, out_shape) in specs.items():
+        graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
+                                  [helper.make_tensor_value_info(out_name, TensorProto.FLOAT, out_shape)],
+                                  initializer=inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)])
+        model.ir_version = 7
+        paths[name] = folder / (name + ".onnx")
+        onnx.save(model, str(paths[name]))
+        paths[name + "_external"] = folder / (name + "_external.onnx")
+        onnx.save_model(model, str(paths[name + "_external"]), save_as_external_data=True,
+                        all_tensors_to_one_file=True, location=name + "_external.data", size_threshold=1024)
+    return paths
+
+
+def _child(model: str, config_name: str) -> Dict[str, Any]:
+    import numpy as np
+    import psutil
+
+    from dfl_perf.benchmark.measure import peak_rss_bytes
+    from dfl_perf.sessions import SessionConfig, create_session
+
+    config = SessionConfig.dfl_default()
+    if config_name == "arena_off":
+        config = config.replace(enable_cpu_mem_arena=False)
+    if config_name.endswith("prepack_off"):
+        config = config.replace(config_entries={"session.disable_prepacking": "1"})
+    process = psutil.Process()
+    before = process.memory_info().rss
+    t0 = time.perf_counter()
+    session = create_session(model, config)
+    load = time.perf_counter() - t0
+    spec = session.get_inputs()[0]
+    feed = {spec.name: np.random.RandomState(1).rand(*spec.shape).astype(np.float32)}
+    session.run(None, feed)
+    t0 = time.perf_counter()
+    for _ in range(RUNS):
+        session.run(None, feed)
+    run = (time.perf_counter() - t0) / RUNS
+    return {"rss_before": before, "peak_rss": peak_rss_bytes(), "rss_after": process.memory_info().rss,
+            "load_seconds": load, "run_seconds": run}
+
+
+def measure(model: Path, config_name: str) -> Dict[str, Any]:
+    cmd = [sys.executable, os.path.abspath(__file__), _CHILD_FLAG, str(model), config_name]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    try:
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        raise RuntimeError("child for %s %s failed (exit %d):\n%s"
+                           % (model.name, config_name, proc.returncode, proc.stderr[-3000:])) from None
+
+
+def table(rows: List[Dict[str, Any]]) -> List[str]:
+    lines = ["| model | config | peak MB above start | kept MB after 10 runs | load s | run ms |",
+             "|---|---|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append("| %s | %s | %.0f | %.0f | %.2f | %.1f |" % (
+            r["model"], r["config"], (r["peak_rss"] - r["rss_before"]) / MB, (r["rss_after"] - r["rss_before"]) / MB,
+            r["load_seconds"], r["run_seconds"] * 1e3))
+    return lines
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == _CHILD_FLAG:
+        print(json.dumps(_child(argv[1], argv[2])))
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", metavar="PATH")
+    args = parser.parse_args(argv)
+    info = print_header("model memory: load peak and kept RSS of ~100 MB models under onnxruntime's knobs")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="dfl_perf_model_memory_") as tmp:
+        paths = build_models(Path(tmp))
+        for model in ("conv", "dense"):
+            for config_name in CONFIGS:
+                path = paths[model + "_external"] if config_name.startswith("external") else paths[model]
+                rows.append(dict(measure(path, config_name), model=model, config=config_name))
+    print("\n".join(table(rows)))
+    write_json(args.json, {"machine": info, "rows": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
