@@ -4,8 +4,8 @@ The workload is ``dfl_perf.facepipe.workload``: YuNet -> align -> DFM stand-in (
 the generated clip; baseline = DFL's way (DFL's session options, sequential, fresh arrays, DFL's
 full-frame float32 merge), optimized = dfl_perf's (tuned cached sessions, pooled IOBinding, the
 Pipeline, a MemoryManager over the pool and the cache), low_memory = the same with
-``OptimizedRunner(low_memory=True)`` (one swap worker, three frames in flight, onnxruntime's memory
-pattern off). Frames are rendered one at a time in both
+``OptimizedRunner(low_memory=True, merge_in_place=True)`` (one swap worker, three frames in flight,
+onnxruntime's memory pattern off, faces merged into the source frame). Frames are rendered one at a time in both
 modes, so no frame list inflates either peak. Each run also records the mean of every output
 frame, and the table reports the largest difference of those means between the modes (the output
 check proper, pixel by pixel, is ``dfl-perf benchmark``'s ``outputs_match``).
@@ -66,7 +66,8 @@ def run_workload(mode: str, width: int, height: int, frames: int) -> Dict[str, A
     else:
         from dfl_perf.memory import MemoryManager
 
-        with OptimizedRunner(Workload(), low_memory=mode == "low_memory") as runner, \
+        low = mode == "low_memory"  # the source renders a new frame each time: merging in place is safe
+        with OptimizedRunner(Workload(), low_memory=low, merge_in_place=low) as runner, \
                 MemoryManager(host_budget=256 << 20) as memory:
             memory.register(runner.pool, name="frame buffers")
             memory.register(runner.cache, name="sessions")

@@ -34,7 +34,7 @@ class HeadlessOptions:
     deadline: float = 0.25  # seconds; live sources only
     max_frames: Optional[int] = None
     progress: bool = True
-    low_memory: bool = False  # OptimizedRunner(low_memory=True): a smaller peak, a little less FPS
+    low_memory: bool = False  # OptimizedRunner(low_memory=True, merge_in_place=True): smaller peak, a bit less FPS
 
 
 class _Stop(Exception):
@@ -74,7 +74,8 @@ def _build_runner(options: HeadlessOptions, live: bool, monitor: Any) -> Any:
     workload = Workload(detector=options.detector, dfm=options.model, max_faces=options.max_faces)
     try:
         return OptimizedRunner(workload, options.provider, live=live, deadline=options.deadline if live else None,
-                               monitor=monitor, low_memory=options.low_memory)
+                               monitor=monitor, low_memory=options.low_memory,
+                               merge_in_place=options.low_memory)  # a reader's frames are new arrays
     except Exception as exc:  # ModelLoadError, DFMContractError, ModelFetchError: each says what is wrong
         raise HeadlessError("cannot use model %s: %s" % (options.model, exc)) from exc
 

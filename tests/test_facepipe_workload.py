@@ -108,6 +108,28 @@ def test_low_memory_gives_the_same_frames_with_one_swap_worker(frames, no_thread
 
 
 @pytest.mark.timeout(180)
+def test_merge_in_place_writes_into_the_source_frame_and_matches(frames, no_thread_leak):
+    expected = {}
+    with OptimizedRunner(FAST) as runner:
+        runner.run(frames, sink=lambda i, f: expected.__setitem__(i, f.copy()))
+    fresh = [f.copy() for f in frames]  # a video reader's frames: new arrays the runner may change
+    readonly = frames[0].copy()
+    readonly.flags.writeable = False
+    seen = {}
+    with OptimizedRunner(FAST, merge_in_place=True) as runner:
+        runner.run([f.copy() for f in frames[:6]])  # every worker binds its buffers
+        held = runner.pool.stats()["leased"]
+        runner.run(fresh + [readonly], sink=lambda i, f: seen.__setitem__(i, (f, f.copy())))
+        assert runner.pool.stats()["leased"] == held, "an output frame was not given back"
+    for i, (given, copy) in seen.items():
+        if i < len(fresh):
+            assert given is fresh[i], "frame %d: the sink did not get the source frame merged in place" % i
+            np.testing.assert_array_equal(copy, expected[i])
+    np.testing.assert_array_equal(seen[len(fresh)][1], expected[0])  # read-only: a pooled output
+    np.testing.assert_array_equal(readonly, frames[0])
+
+
+@pytest.mark.timeout(180)
 def test_live_mode_drops_and_accounts_for_every_frame(frames, no_thread_leak):
     def flood():
         for _ in range(6):

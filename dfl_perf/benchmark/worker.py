@@ -70,7 +70,7 @@ def _optimized(spec: Dict[str, Any], frames: np.ndarray) -> Dict[str, Any]:
 
         def one(i: int) -> None:
             item = runner.merge(runner.swap(runner.detect(FrameItem(i, frames[i]), blob)))
-            runner.release(item.output)
+            runner.release(item)
 
         one(0)  # first use of the sequential path's pooled shapes is not steady state
         out["alloc_per_frame"] = allocations_per_frame(one, n)

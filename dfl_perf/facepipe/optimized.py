@@ -43,13 +43,17 @@ class OptimizedRunner:
     ``low_memory=True`` trades a little throughput for a smaller peak: one swap worker (one set of
     the swap model's activations), swap workers + 2 frames in flight, and onnxruntime's memory
     pattern off (activations from the arena as needed, not one block planned for the peak).
+    ``merge_in_place=True`` merges the faces into the input frame itself and hands that to the sink
+    (no output frame per frame in flight): only for sources that give a new array every frame (a
+    video reader, a camera), never for one that repeats arrays (a list looped over). A read-only
+    frame still gets a pooled output.
     """
 
     def __init__(self, workload: Workload, provider: Optional[str] = None, device_id: int = 0,
                  cache: Any = None, monitor: Any = None, swap_workers: Optional[int] = None,
                  live: bool = False, deadline: Optional[float] = None, max_queue: int = 2,
                  disk_cache: bool = False, max_in_flight: Optional[int] = None,
-                 low_memory: bool = False) -> None:
+                 low_memory: bool = False, merge_in_place: bool = False) -> None:
         from dfl_perf.buffers import BoundSession, BufferPool, DFMRunner
         from dfl_perf.devices import cpu_budget, select_providers
         from dfl_perf.facepipe.detector import FaceDetector
@@ -73,6 +77,7 @@ class OptimizedRunner:
         self.dfm = DFMRunner(dfm_session, device=device if device == "cpu" else "cpu", host_pool=self.pool)
         self.resolution = self.dfm.resolution
         self.low_memory = low_memory
+        self.merge_in_place = merge_in_place
         self.swap_workers = swap_workers or (1 if low_memory else swap_workers_for(self.provider, cpu_budget()))
         self.monitor = monitor
         self.live = live
@@ -121,9 +126,13 @@ class OptimizedRunner:
     def merge(self, item: FrameItem) -> FrameItem:
         from dfl_perf.facepipe.merge import merge_faces
 
-        out = self.pool.acquire(item.frame.shape, np.uint8)
+        if self.merge_in_place and item.frame.flags.writeable:
+            out = item.frame
+        else:
+            out = self.pool.acquire(item.frame.shape, np.uint8)
         if item.celebs is None:
-            np.copyto(out, item.frame)
+            if out is not item.frame:
+                np.copyto(out, item.frame)
         else:
             merge_faces(item.frame, item.celebs, item.masks, item.mats, out=out)
             self.pool.release(item.celebs)
@@ -149,16 +158,19 @@ class OptimizedRunner:
         return Pipeline(self.stages(), drop="oldest" if self.live else "block", max_queue=self.max_queue,
                         deadline=self.deadline, ordered=True, monitor=self.monitor, name="facepipe")
 
-    def release(self, output: np.ndarray) -> None:
-        """Give an output frame back to the pool once the caller is done with it."""
-        self.pool.release(output)
+    def release(self, item: FrameItem) -> None:
+        """Give an item's output frame back to the pool once the caller is done with it."""
+        if item.output is not None and item.output is not item.frame:  # merged in place: not pooled
+            self.pool.release(item.output)
+        item.output = None
 
     def _drop_buffers(self, item: Any) -> None:
-        for name in ("crops", "celebs", "masks", "output"):
+        for name in ("crops", "celebs", "masks"):
             buf = getattr(item, name, None)
             if buf is not None:
                 self.pool.release(buf)
                 setattr(item, name, None)
+        self.release(item)
 
     def run(self, frames: Iterable[np.ndarray], sink: Optional[FrameSink] = None) -> RunStats:
         """Process ``frames`` through the pipeline; ``sink(index, frame)`` gets outputs in order.
