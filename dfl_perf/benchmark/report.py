@@ -25,7 +25,7 @@ def machine_info() -> Dict[str, Any]:
 
 
 def _mb(n: float) -> str:
-    return "%.0f MB" % (n / 2 ** 20)
+    return "%.0f MB" % (n / 1e6)  # decimal, like bench_footprint and the README
 
 
 def _kb(n: float) -> str:
