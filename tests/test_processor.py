@@ -658,7 +658,23 @@ def test_pipeline_feeds_monitor_per_stage_and_keeps_order():
     assert all(st_["processed"] == 100 for st_ in s["stages"])
     assert s["stages"][1]["workers"] == 3 and s["stages"][1]["mean_ms"] > 0.4
     for r in results:
-        assert r.queued <= r.started <= r.finished and r.latency == r.finished - r.queued
+        assert r.queued <= r.started <= r.finished <= r.ready and r.latency == r.ready - r.queued
+
+
+def test_ordered_latency_includes_the_wait_behind_a_slower_frame():
+    def work(x):
+        time.sleep(0.3 if x == 0 else 0.001)  # frame 0 is slow; 1-3 finish long before it
+        return x
+
+    with Pipeline([Stage(work, workers=4)], drop="block", max_queue=4, ordered=True) as proc:
+        for i in range(4):
+            proc.submit(i)
+        proc.close()
+        results = list(proc.results())
+    assert [r.id for r in results] == [0, 1, 2, 3]
+    for r in results[1:]:
+        assert r.finished - r.queued < 0.2, "frame %d was not finished early" % r.id
+        assert r.latency >= 0.25, "frame %d: latency %.3f s leaves out its wait for frame 0" % (r.id, r.latency)
 
 
 def test_results_get_timeout_and_ticket():

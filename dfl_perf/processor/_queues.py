@@ -169,6 +169,10 @@ class OutputBuffer:
                 self._reorder(recs)
             else:
                 ready.extend(recs)
+            if len(ready) > before:
+                now = time.perf_counter()
+                for i in range(before, len(ready)):
+                    ready[i].ready = now
             if self.readers and len(ready) > before:
                 self.not_empty.notify(len(ready) - before)
             if deliver and self.on_result is not None and not self.delivering:
@@ -286,7 +290,7 @@ class OutputBuffer:
             return
         status = rec.status
         if status is _DONE:
-            monitor.frame_done(rec.finished - rec.queued)
+            monitor.frame_done(rec.latency)
         elif status is _DROPPED:
             monitor.frame_dropped(1)
         elif status is _LATE:

@@ -29,8 +29,9 @@ class FrameResult:
 
     Attributes: ``id`` (the submit ticket's id), ``output`` (the last stage's return value when DONE,
     else None), ``meta`` (what was passed to submit), ``status`` (a FrameStatus), ``queued``,
-    ``started``, ``finished`` (``time.perf_counter()`` when submitted, when the first stage started it
-    or None if none did, and when its status was decided), ``stage`` (name of the stage that failed
+    ``started``, ``finished``, ``ready`` (``time.perf_counter()`` when submitted, when the first stage
+    started it or None if none did, when its status was decided, and when it was handed to the
+    output in order: later than ``finished`` when it waited for an earlier frame), ``stage`` (name of the stage that failed
     or found it late), ``error`` and ``traceback`` (the exception and its formatted traceback, for
     ERROR). Treat it as read-only.
     """
@@ -43,6 +44,7 @@ class FrameResult:
         "queued",
         "started",
         "finished",
+        "ready",
         "stage",
         "error",
         "traceback",
@@ -56,6 +58,7 @@ class FrameResult:
         self.queued = queued
         self.started: Optional[float] = None
         self.finished: Optional[float] = None
+        self.ready: Optional[float] = None
         self.stage: Optional[str] = None
         self.error: Optional[BaseException] = None
         self.traceback: Optional[str] = None
@@ -67,8 +70,13 @@ class FrameResult:
 
     @property
     def latency(self) -> Optional[float]:
-        """Seconds from submit to the decision on this frame (end-to-end latency for DONE frames)."""
-        return None if self.finished is None else self.finished - self.queued
+        """Seconds from submit to the result being ready for you (in order): end-to-end latency.
+
+        With ordered output this includes the wait behind an earlier, slower frame; before the
+        result reaches the output it is the time to the decision on the frame.
+        """
+        end = self.ready if self.ready is not None else self.finished
+        return None if end is None else end - self.queued
 
     def __repr__(self) -> str:
         latency = self.latency
