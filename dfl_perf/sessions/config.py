@@ -117,6 +117,10 @@ class SessionConfig:
       used by ``warmup`` for the zero inputs.
     - ``config_entries``: extra ``add_session_config_entry`` pairs.
     - ``disk_cache``: keep onnxruntime's optimized graph on disk and load it next time.
+    - ``lean_weights``: load a model file from its lean copy (weights in a separate file, made
+      once; see ``dfl_perf.sessions.lean``) with weight pre-packing off: about one copy of the
+      weights in memory instead of two or three, some speed lost on MatMul-heavy models. Not
+      with ``disk_cache``.
     - ``strict``: a provider that is unavailable or fails to initialise raises ``ProviderError``
       instead of falling back to the next provider with a warning.
     """
@@ -135,6 +139,7 @@ class SessionConfig:
     free_dimensions: Tuple[Tuple[str, int], ...] = ()
     config_entries: Tuple[Tuple[str, str], ...] = ()
     disk_cache: bool = False
+    lean_weights: bool = False
     strict: bool = False
 
     def __post_init__(self) -> None:
@@ -150,6 +155,9 @@ class SessionConfig:
         free = self.free_dimensions.items() if isinstance(self.free_dimensions, Mapping) else self.free_dimensions
         setattr_(self, "free_dimensions", tuple(sorted((str(k), int(v)) for k, v in free)))
         setattr_(self, "config_entries", _options_tuple(self.config_entries))
+        if self.lean_weights and self.disk_cache:
+            raise ValueError("lean_weights and disk_cache cannot be combined: the disk cache stores the optimized "
+                             "graph with its weights inside, which is what lean_weights avoids")
 
     # ------------------------------------------------------------------------------ constructors
 
@@ -271,6 +279,8 @@ class SessionConfig:
             so.log_verbosity_level = self.log_verbosity_level
         for name, value in self.free_dimensions:
             so.add_free_dimension_override_by_name(name, value)
+        if self.lean_weights:
+            so.add_session_config_entry("session.disable_prepacking", "1")
         for key, value in self.config_entries:
             so.add_session_config_entry(key, value)
         return so, self.provider_list()

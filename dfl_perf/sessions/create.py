@@ -56,6 +56,7 @@ class SessionInfo:
     disk_cache: str = "off"
     seconds: float = 0.0
     fallbacks: List[str] = field(default_factory=list)
+    lean_copy: Optional[str] = None  # the lean copy loaded (config.lean_weights), None if not used
 
 
 def resolve_model(model: Any) -> ModelSource:
@@ -227,12 +228,12 @@ def _check_active(session: Any, wanted: str, config: SessionConfig, source: Mode
 
 
 def _create_with_fallback(source: ModelSource, config: SessionConfig, usable: List[ProviderEntry],
-                          fallbacks: List[str]):
+                          fallbacks: List[str], model_input: Any = None):
     so, _ = config.to_session_options()
     for index in range(len(usable)):
         providers = usable[index:]
         try:
-            session = _new_session(source, source.ort_input(), so, providers)
+            session = _new_session(source, source.ort_input() if model_input is None else model_input, so, providers)
         except Exception as exc:
             names = [n for n, _ in providers]
             if _is_model_problem(str(exc)) or index == len(usable) - 1:
@@ -268,10 +269,25 @@ def create_session_with_info(model: Any, config: Optional[SessionConfig] = None)
             session, outcome = create_through_disk_cache(source, config, usable)
             if session is not None:
                 _check_active(session, usable[0][0], config, source, fallbacks)
+    lean = _lean_input(source) if config.lean_weights else None
     if session is None:
-        session = _create_with_fallback(source, config, usable, fallbacks)
+        session = _create_with_fallback(source, config, usable, fallbacks, lean)
     return SessionInfo(session, source, config, list(session.get_providers()), outcome,
-                       time.perf_counter() - started, fallbacks)
+                       time.perf_counter() - started, fallbacks, lean)
+
+
+def _lean_input(source: ModelSource) -> Optional[str]:
+    """The lean copy to load for ``source``; None (warned) when there is none to use."""
+    if source.data is not None or source.path is None:
+        log.warning("lean_weights: %s is not a file; loading it as it is", source.label)
+        return None
+    from dfl_perf.sessions.lean import LeanWeightsError, lean_copy
+
+    try:
+        return str(lean_copy(source.path))
+    except (LeanWeightsError, OSError) as exc:
+        log.warning("lean_weights: %s; loading the model as it is", exc)
+        return None
 
 
 def create_session(model: Any, config: Optional[SessionConfig] = None):
