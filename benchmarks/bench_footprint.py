@@ -5,7 +5,7 @@ the generated clip; baseline = DFL's way (DFL's session options, sequential, fre
 full-frame float32 merge), optimized = dfl_perf's (tuned cached sessions, pooled IOBinding, the
 Pipeline, a MemoryManager over the pool and the cache), low_memory = the same with
 ``OptimizedRunner(low_memory=True, merge_in_place=True)`` (one swap worker, three frames in flight,
-onnxruntime's memory pattern off, faces merged into the source frame). Frames are rendered one at a time in both
+onnxruntime's memory pattern off, lean weights, faces merged into the source frame). Frames are rendered one at a time in both
 modes, so no frame list inflates either peak. Each run also records the mean of every output
 frame, and the table reports the largest difference of those means between the modes (the output
 check proper, pixel by pixel, is ``dfl-perf benchmark``'s ``outputs_match``).
@@ -20,6 +20,7 @@ from the baseline.
     python benchmarks/bench_footprint.py                 # 640x480 and 1280x720, 1000 frames, 3 repeats
     python benchmarks/bench_footprint.py --quick         # 100 frames, 1 repeat
     python benchmarks/bench_footprint.py --json out.json
+    python benchmarks/bench_footprint.py --dfm-weights-mb 200   # a DFM-sized model (real ones: 100-700 MB)
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ MB = 1e6
 _CHILD_FLAG = "--child"
 
 
-def run_workload(mode: str, width: int, height: int, frames: int) -> Dict[str, Any]:
+def run_workload(mode: str, width: int, height: int, frames: int, weights_mb: float = 0.0) -> Dict[str, Any]:
     """Run the reference workload once in this process; returns FPS, per-frame output means and
     ``rss_ready``, the RSS once the runner is built (libraries, clip, sessions: before frame 1)."""
     from dfl_perf.facepipe.clip import PATH_PERIOD, make_clip
@@ -59,15 +60,16 @@ def run_workload(mode: str, width: int, height: int, frames: int) -> Dict[str, A
     def sink(index: int, frame: Any) -> None:
         means.append(float(frame.mean()))
 
+    workload = Workload(dfm_weights_mb=weights_mb)
     if mode == "baseline":
-        runner = BaselineRunner(Workload())
+        runner = BaselineRunner(workload)
         ready = _rss_bytes()
         stats = runner.run(source(), sink=sink)
     else:
         from dfl_perf.memory import MemoryManager
 
         low = mode == "low_memory"  # the source renders a new frame each time: merging in place is safe
-        with OptimizedRunner(Workload(), low_memory=low, merge_in_place=low) as runner, \
+        with OptimizedRunner(workload, low_memory=low, merge_in_place=low) as runner, \
                 MemoryManager(host_budget=256 << 20) as memory:
             memory.register(runner.pool, name="frame buffers")
             memory.register(runner.cache, name="sessions")
@@ -84,10 +86,10 @@ def _rss_bytes() -> Optional[int]:
     return int(psutil.Process().memory_info().rss)
 
 
-def _child(mode: str, width: int, height: int, frames: int) -> int:
+def _child(mode: str, width: int, height: int, frames: int, weights_mb: float) -> int:
     rss_start = _rss_bytes()
     try:
-        report = run_workload(mode, width, height, frames)
+        report = run_workload(mode, width, height, frames, weights_mb)
     except NotImplementedError as exc:
         print(json.dumps({"error": "not_implemented", "message": str(exc)}))
         return 2
@@ -97,9 +99,11 @@ def _child(mode: str, width: int, height: int, frames: int) -> int:
     return 0
 
 
-def measure_once(mode: str, width: int, height: int, frames: int, timeout: float) -> Dict[str, Any]:
+def measure_once(mode: str, width: int, height: int, frames: int, timeout: float,
+                 weights_mb: float = 0.0) -> Dict[str, Any]:
     """One fresh process running the workload; returns the child's JSON report."""
-    cmd = [sys.executable, os.path.abspath(__file__), _CHILD_FLAG, mode, "%dx%d" % (width, height), str(frames)]
+    cmd = [sys.executable, os.path.abspath(__file__), _CHILD_FLAG, mode, "%dx%d" % (width, height), str(frames),
+           str(weights_mb)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     lines = proc.stdout.strip().splitlines()
     try:
@@ -144,24 +148,29 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == _CHILD_FLAG:
         width, height = _parse_resolution(argv[2])
-        return _child(argv[1], width, height, int(argv[3]))
+        return _child(argv[1], width, height, int(argv[3]), float(argv[4]))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="100 frames, 1 repeat")
     parser.add_argument("--frames", type=int, help="frames per run (default 1000; 100 with --quick)")
     parser.add_argument("--repeats", type=int, help="fresh processes per cell (default 3; 1 with --quick)")
     parser.add_argument("--resolutions", nargs="+", type=_parse_resolution, default=list(RESOLUTIONS))
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per child process")
+    parser.add_argument("--dfm-weights-mb", type=float, default=0.0, metavar="MB",
+                        help="give the DFM stand-in this many MB of weights read every run, like a real DFM's "
+                             "(default 0: its own 0.3 MB)")
     parser.add_argument("--json", metavar="PATH")
     args = parser.parse_args(argv)
     frames = args.frames or (100 if args.quick else 1000)
     repeats = args.repeats or (1 if args.quick else 3)
-    info = print_header("footprint: peak RSS, baseline vs optimized")
+    info = print_header("footprint: peak RSS, baseline vs optimized"
+                        + (", DFM stand-in with %g MB of weights" % args.dfm_weights_mb if args.dfm_weights_mb else ""))
     rows = []
     try:
         for width, height in args.resolutions:
             row: Dict[str, Any] = {"width": width, "height": height, "frames": frames}
             for mode in MODES:  # interleaving per resolution keeps both modes under the same machine load
-                runs = [measure_once(mode, width, height, frames, args.timeout) for _ in range(repeats)]
+                runs = [measure_once(mode, width, height, frames, args.timeout, args.dfm_weights_mb)
+                        for _ in range(repeats)]
                 row[mode] = {"peak_rss": median(r["peak_rss"] for r in runs),
                              "rss_start": median(r["rss_start"] for r in runs),
                              "rss_ready": median(r["workload"]["rss_ready"] for r in runs),
@@ -181,7 +190,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("not ready: %s" % exc)
         return 2
     print("\n".join(table(rows)))
-    write_json(args.json, {"machine": info, "frames": frames, "repeats": repeats, "rows": rows})
+    write_json(args.json, {"machine": info, "frames": frames, "repeats": repeats, "dfm_weights_mb": args.dfm_weights_mb,
+                           "rows": rows})
     return 0
 
 

@@ -200,3 +200,17 @@ def test_one_contract_error_class_for_facepipe_and_buffers():
     with pytest.raises(BuffersError) as from_swapper:
         DFMSwapper(session)
     assert str(from_runner.value) == str(from_swapper.value)  # one check, one message
+
+
+def test_dense_weights_are_real_weights_read_every_run_and_barely_change_the_faces():
+    plain = build_dfm_standin(224, cost="5ms", seed=1)
+    heavy = build_dfm_standin(224, cost="5ms", seed=1, dense_mb=8)
+    weights = [init for init in heavy.graph.initializer if init.name == "dense_w"]
+    assert weights and np.prod(weights[0].dims) * 4 >= 7.5 * 1024 * 1024  # 8 MB, give or take a column
+    faces = np.random.RandomState(0).rand(2, 224, 224, 3).astype(np.float32)
+    a = _session(plain).run(None, {"in_face:0": faces})
+    b = _session(heavy).run(None, {"in_face:0": faces})
+    for x, y in zip(a, b):
+        assert np.abs(x - y).max() < 1e-6
+    # read every run: a MatMul on the input's features, not a constant onnxruntime could fold
+    assert any(node.op_type == "MatMul" and "dense_w" in node.input for node in heavy.graph.node)

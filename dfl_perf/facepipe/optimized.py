@@ -41,8 +41,10 @@ class OptimizedRunner:
     most ``max_in_flight`` frames between the source and the sink (default: swap workers + 3);
     ``live=True`` (cameras) drops the oldest waiting frame and frames older than ``deadline``.
     ``low_memory=True`` trades a little throughput for a smaller peak: one swap worker (one set of
-    the swap model's activations), swap workers + 2 frames in flight, and onnxruntime's memory
-    pattern off (activations from the arena as needed, not one block planned for the peak).
+    the swap model's activations), swap workers + 2 frames in flight, onnxruntime's memory
+    pattern off (activations from the arena as needed, not one block planned for the peak) and
+    lean weights (``SessionConfig.lean_weights``: models loaded from a copy with their weights in
+    a separate file, about one copy of the weights in memory; no disk cache).
     ``merge_in_place=True`` merges the faces into the input frame itself and hands that to the sink
     (no output frame per frame in flight): only for sources that give a new array every frame (a
     video reader, a camera), never for one that repeats arrays (a list looped over). A read-only
@@ -62,8 +64,9 @@ class OptimizedRunner:
         self.workload = workload
         providers = select_providers(provider, device_id) if provider else select_providers(device_id=device_id)
         self.provider = providers[0][0]
-        config = SessionConfig.tuned(threads=1, providers=providers).replace(
-            disk_cache=disk_cache, enable_mem_pattern=False if low_memory else None)
+        config = SessionConfig.tuned(threads=1, providers=providers).replace(disk_cache=disk_cache)
+        if low_memory:
+            config = config.replace(enable_mem_pattern=False, lean_weights=True, disk_cache=False)
         self.cache = cache if cache is not None else ModelCache(max_models=4)
         self._owns_cache = cache is None
         t0 = time.perf_counter()

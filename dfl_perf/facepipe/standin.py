@@ -13,7 +13,10 @@ Inside: NHWC->NCHW, a strided conv, ``layers`` 3x3 convs of ``channels`` channel
 resolution, a conv to 5 channels, bilinear upsampling; the celeb face is the input face (carried by
 a fixed 1x1 conv) shifted by the network's output (scaled by the morph value when present), the
 masks are an ellipse modulated by the network. ``pad_mb`` adds real weights (read through an input-dependent Gather,
-so no optimizer can fold them away) to give the file a realistic size.
+so no optimizer can fold them away) to give the file a realistic size; ``dense_mb`` adds weights the
+model reads in full on every run, like a DFM's middle dense layers (the encoder output pooled to a
+res/16 grid, flattened, through a MatMul), so that memory and load figures see a real model's
+weights. Both change the outputs by less than 1e-6.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ def build_dfm_standin(
     cost: Union[str, Tuple[int, int]] = "20ms",
     seed: int = 0,
     pad_mb: float = 0.0,
+    dense_mb: float = 0.0,
 ):
     """Build the stand-in as an ``onnx.ModelProto`` (see the module docstring for its contract)."""
     import onnx
@@ -109,6 +113,12 @@ def build_dfm_standin(
     nodes.append(helper.make_node("Split", ["y"], ["m0", "out_celeb_face:0", "m1"], axis=3, split=[1, 3, 1]))
     ellipse = weight("ellipse", _ellipse(resolution))
     mask_bias = _padding_term(resolution, pad_mb, rng, weight, nodes, helper)
+    dense_bias = _dense_term(h, channels, resolution, dense_mb, rng, weight, nodes, helper)
+    if dense_bias is not None and mask_bias is not None:
+        nodes.append(helper.make_node("Add", [mask_bias, dense_bias], ["mask_bias_sum"]))
+        mask_bias = "mask_bias_sum"
+    elif dense_bias is not None:
+        mask_bias = dense_bias
     for src, name in (("m0", "out_face_mask:0"), ("m1", "out_celeb_face_mask:0")):
         if mask_bias is not None:
             nodes.append(helper.make_node("Add", [ellipse, mask_bias], [src + "_ell"]))
@@ -129,7 +139,7 @@ def build_dfm_standin(
                               producer_name="dfl_perf.standin")
     model.ir_version = IR_VERSION
     model.doc_string = ("dfl_perf DFM stand-in (NOT a face-swap model): res=%d morph=%s channels=%d layers=%d "
-                        "seed=%d pad_mb=%s" % (resolution, morph, channels, layers, seed, pad_mb))
+                        "seed=%d pad_mb=%s dense_mb=%s" % (resolution, morph, channels, layers, seed, pad_mb, dense_mb))
     onnx.checker.check_model(model)
     return model
 
@@ -149,6 +159,23 @@ def _padding_term(res, pad_mb, rng, weight, nodes, helper) -> Optional[str]:
     nodes.append(helper.make_node("ReduceMean", ["pad_row"], ["pad_mean"], keepdims=0))
     nodes.append(helper.make_node("Mul", ["pad_mean", weight("pad_eps", np.array(1e-7))], ["pad_bias"]))
     return "pad_bias"
+
+
+def _dense_term(h, channels, res, dense_mb, rng, weight, nodes, helper) -> Optional[str]:
+    """Add ``dense_mb`` of MatMul weights read in full every run; return a (N, 1, 1, 1) bias tensor name."""
+    if dense_mb <= 0:
+        return None
+    grid = res // 16  # h is at res/2: pooling by 8 leaves a res/16 grid, like a DFM's bottleneck
+    rows = channels * grid * grid
+    cols = max(1, int(dense_mb * 1024 * 1024 / 4 / rows))
+    nodes.append(helper.make_node("AveragePool", [h], ["dense_pool"], kernel_shape=[8, 8], strides=[8, 8]))
+    nodes.append(helper.make_node("Flatten", ["dense_pool"], ["dense_flat"], axis=1))
+    table = rng.normal(0.0, 1.0 / np.sqrt(rows), size=(rows, cols)).astype(np.float32)
+    nodes.append(helper.make_node("MatMul", ["dense_flat", weight("dense_w", table)], ["dense_out"]))
+    nodes.append(helper.make_node("ReduceMean", ["dense_out"], ["dense_mean"], axes=[1], keepdims=1))
+    nodes.append(helper.make_node("Unsqueeze", ["dense_mean"], ["dense_mean4"], axes=[2, 3]))
+    nodes.append(helper.make_node("Mul", ["dense_mean4", weight("dense_eps", np.array(1e-7))], ["dense_bias"]))
+    return "dense_bias"
 
 
 def save_dfm_standin(path, **kwargs) -> str:

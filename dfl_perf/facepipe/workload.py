@@ -49,15 +49,19 @@ _ERRORS_KEPT = 20
 
 # ------------------------------------------------------------------------------------- models
 
-def standin_model_path(resolution: int = 224, cost: str = "20ms", morph: bool = False) -> Path:
-    """The DFM stand-in saved as a file in the user cache (built once, written atomically)."""
+def standin_model_path(resolution: int = 224, cost: str = "20ms", morph: bool = False, dense_mb: float = 0.0) -> Path:
+    """The DFM stand-in saved as a file in the user cache (built once, written atomically).
+
+    ``dense_mb``: that many MB of weights read on every run, like a real DFM's (see ``standin``).
+    """
     from dfl_perf.facepipe.standin import build_dfm_standin
     from dfl_perf.paths import ensure_private_dir, user_cache_dir
 
     folder = ensure_private_dir(user_cache_dir() / "standins")
-    path = folder / ("dfm_standin_%d_%s%s.onnx" % (resolution, cost, "_amp" if morph else ""))
+    weights = "_w%g" % dense_mb if dense_mb > 0 else ""
+    path = folder / ("dfm_standin_%d_%s%s%s.onnx" % (resolution, cost, "_amp" if morph else "", weights))
     if not path.is_file():
-        data = build_dfm_standin(resolution=resolution, cost=cost, morph=morph).SerializeToString()
+        data = build_dfm_standin(resolution=resolution, cost=cost, morph=morph, dense_mb=dense_mb).SerializeToString()
         tmp = path.with_name("%s.%d.tmp" % (path.name, os.getpid()))
         tmp.write_bytes(data)
         os.replace(str(tmp), str(path))
@@ -66,12 +70,14 @@ def standin_model_path(resolution: int = 224, cost: str = "20ms", morph: bool = 
 
 @dataclass(frozen=True)
 class Workload:
-    """Which models the workload runs. ``dfm=None`` uses the stand-in of ``dfm_cost``/``dfm_resolution``."""
+    """Which models the workload runs. ``dfm=None`` uses the stand-in of ``dfm_cost``/``dfm_resolution``
+    with ``dfm_weights_mb`` MB of weights read every run (0: the stand-in's own 0.3 MB)."""
 
     detector: str = "yunet_n_320_320"
     dfm: Optional[str] = None
     dfm_cost: str = "20ms"
     dfm_resolution: int = 224
+    dfm_weights_mb: float = 0.0
     coverage: float = 2.2
     max_faces: int = 1
     morph_factor: float = 0.75
@@ -87,7 +93,7 @@ class Workload:
     def dfm_path(self) -> Path:
         """The DFM model file: the one given, or the stand-in built into the user cache."""
         if self.dfm is None:
-            return standin_model_path(self.dfm_resolution, self.dfm_cost)
+            return standin_model_path(self.dfm_resolution, self.dfm_cost, dense_mb=self.dfm_weights_mb)
         path = Path(self.dfm)
         if not path.is_file():
             raise FileNotFoundError("DFM model not found: %s" % path)
