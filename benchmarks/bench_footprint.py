@@ -164,6 +164,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     repeats = args.repeats or (1 if args.quick else 3)
     info = print_header("footprint: peak RSS, baseline vs optimized"
                         + (", DFM stand-in with %g MB of weights" % args.dfm_weights_mb if args.dfm_weights_mb else ""))
+    from dfl_perf.facepipe.workload import Workload
+
+    # made here, before any measured child: building a big stand-in costs far more than loading it
+    Workload(dfm_weights_mb=args.dfm_weights_mb).dfm_path()
     rows = []
     try:
         for width, height in args.resolutions:
