@@ -5,10 +5,10 @@ the generated clip; baseline = DFL's way (DFL's session options, sequential, fre
 full-frame float32 merge), optimized = dfl_perf's (tuned cached sessions, pooled IOBinding, the
 Pipeline, a MemoryManager over the pool and the cache), low_memory = the same with
 ``OptimizedRunner(low_memory=True, merge_in_place=True)`` (one swap worker, three frames in flight,
-onnxruntime's memory pattern off, lean weights, faces merged into the source frame). Frames are rendered one at a time in both
-modes, so no frame list inflates either peak. Each run also records the mean of every output
-frame, and the table reports the largest difference of those means between the modes (the output
-check proper, pixel by pixel, is ``dfl-perf benchmark``'s ``outputs_match``).
+onnxruntime's memory pattern off, lean weights, faces merged into the source frame). Frames are
+rendered one at a time in every mode, so no frame list inflates a peak. The first run of each mode
+saves every 100th output frame to disk as it goes; the table compares them pixel by pixel with the
+baseline's (largest difference in levels, share of values that differ at all).
 
 Each (mode, resolution, repeat) runs in a fresh Python process, so one run's allocations never
 count in another's peak. The child imports the workload, reads its RSS (``rss_start``), runs the
@@ -28,8 +28,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -42,11 +44,16 @@ MODES = ("baseline", "optimized", "low_memory")
 RESOLUTIONS = ((640, 480), (1280, 720))
 MB = 1e6
 _CHILD_FLAG = "--child"
+SAMPLE_EVERY = 100
 
 
-def run_workload(mode: str, width: int, height: int, frames: int, weights_mb: float = 0.0) -> Dict[str, Any]:
+def run_workload(mode: str, width: int, height: int, frames: int, weights_mb: float = 0.0,
+                 samples: Optional[str] = None) -> Dict[str, Any]:
     """Run the reference workload once in this process; returns FPS, per-frame output means and
-    ``rss_ready``, the RSS once the runner is built (libraries, clip, sessions: before frame 1)."""
+    ``rss_ready``, the RSS once the runner is built (libraries, clip, sessions: before frame 1).
+    ``samples``: a folder where every ``SAMPLE_EVERY``-th output frame is saved (``<index>.npy``)."""
+    import numpy as np
+
     from dfl_perf.facepipe.clip import PATH_PERIOD, make_clip
     from dfl_perf.facepipe.workload import BaselineRunner, OptimizedRunner, Workload
 
@@ -59,6 +66,8 @@ def run_workload(mode: str, width: int, height: int, frames: int, weights_mb: fl
 
     def sink(index: int, frame: Any) -> None:
         means.append(float(frame.mean()))
+        if samples and index % SAMPLE_EVERY == 0:  # written at once: no frame stays in memory
+            np.save(os.path.join(samples, "%d.npy" % index), frame)
 
     workload = Workload(dfm_weights_mb=weights_mb)
     if mode == "baseline":
@@ -86,10 +95,10 @@ def _rss_bytes() -> Optional[int]:
     return int(psutil.Process().memory_info().rss)
 
 
-def _child(mode: str, width: int, height: int, frames: int, weights_mb: float) -> int:
+def _child(mode: str, width: int, height: int, frames: int, weights_mb: float, samples: str) -> int:
     rss_start = _rss_bytes()
     try:
-        report = run_workload(mode, width, height, frames, weights_mb)
+        report = run_workload(mode, width, height, frames, weights_mb, samples)
     except NotImplementedError as exc:
         print(json.dumps({"error": "not_implemented", "message": str(exc)}))
         return 2
@@ -100,10 +109,10 @@ def _child(mode: str, width: int, height: int, frames: int, weights_mb: float) -
 
 
 def measure_once(mode: str, width: int, height: int, frames: int, timeout: float,
-                 weights_mb: float = 0.0) -> Dict[str, Any]:
+                 weights_mb: float = 0.0, samples: str = "") -> Dict[str, Any]:
     """One fresh process running the workload; returns the child's JSON report."""
     cmd = [sys.executable, os.path.abspath(__file__), _CHILD_FLAG, mode, "%dx%d" % (width, height), str(frames),
-           str(weights_mb)]
+           str(weights_mb), samples]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     lines = proc.stdout.strip().splitlines()
     try:
@@ -124,6 +133,22 @@ def _parse_resolution(text: str) -> Tuple[int, int]:
     return width, height
 
 
+def compare_samples(baseline: str, other: str) -> Dict[str, Any]:
+    """Pixel by pixel, the sampled output frames of a mode against the baseline's."""
+    import numpy as np
+
+    names = sorted(os.listdir(baseline), key=lambda n: int(n.split(".")[0]))
+    if not names or sorted(os.listdir(other)) != sorted(names):
+        raise RuntimeError("sampled frames differ: baseline %s, other %s" % (names, sorted(os.listdir(other))))
+    worst, differing, total = 0, 0, 0
+    for name in names:
+        a = np.load(os.path.join(baseline, name)).astype(np.int16)
+        b = np.load(os.path.join(other, name)).astype(np.int16)
+        diff = np.abs(a - b)
+        worst, differing, total = max(worst, int(diff.max())), differing + int((diff > 0).sum()), total + diff.size
+    return {"frames": len(names), "max_abs_diff": worst, "share_differing": differing / total}
+
+
 def _change(value: Optional[int], base: Optional[int]) -> str:
     return "%+.1f%%" % (100.0 * (value - base) / base) if base and value is not None else "-"
 
@@ -131,16 +156,17 @@ def _change(value: Optional[int], base: Optional[int]) -> str:
 def table(rows: List[Dict[str, Any]]) -> List[str]:
     """Peak RSS per mode with its change from the baseline, FPS, and the RSS before frame 1."""
     lines = ["| resolution | frames | baseline peak MB | optimized peak MB (change) | low_memory peak MB (change) "
-             "| FPS base / opt / low | RSS before frame 1 MB | max diff of frame means |",
+             "| FPS base / opt / low | RSS before frame 1 MB | pixels vs baseline: max diff opt / low (share differing) |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         base = row["baseline"]["peak_rss"]
         cells = ["%.1f (%s)" % (row[m]["peak_rss"] / MB, _change(row[m]["peak_rss"], base)) for m in MODES[1:]]
         fps = " / ".join("%.1f" % row[m]["fps"] for m in MODES)
         ready = " / ".join("%.0f" % (row[m]["rss_ready"] / MB) if row[m]["rss_ready"] else "-" for m in MODES)
-        lines.append("| %dx%d | %d | %.1f | %s | %s | %s | %s | %.4f |" % (
-            row["width"], row["height"], row["frames"], base / MB, cells[0], cells[1], fps, ready,
-            row["max_mean_diff"]))
+        pixels = " / ".join("%d (%.2f%%)" % (row[m]["pixels"]["max_abs_diff"], 100 * row[m]["pixels"]["share_differing"])
+                            for m in MODES[1:])
+        lines.append("| %dx%d | %d | %.1f | %s | %s | %s | %s | %s |" % (
+            row["width"], row["height"], row["frames"], base / MB, cells[0], cells[1], fps, ready, pixels))
     return lines
 
 
@@ -148,7 +174,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == _CHILD_FLAG:
         width, height = _parse_resolution(argv[2])
-        return _child(argv[1], width, height, int(argv[3]), float(argv[4]))
+        return _child(argv[1], width, height, int(argv[3]), float(argv[4]), argv[5])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="100 frames, 1 repeat")
     parser.add_argument("--frames", type=int, help="frames per run (default 1000; 100 with --quick)")
@@ -172,9 +198,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         for width, height in args.resolutions:
             row: Dict[str, Any] = {"width": width, "height": height, "frames": frames}
+            samples_root = tempfile.mkdtemp(prefix="dfl_perf_footprint_")
             for mode in MODES:  # interleaving per resolution keeps both modes under the same machine load
-                runs = [measure_once(mode, width, height, frames, args.timeout, args.dfm_weights_mb)
-                        for _ in range(repeats)]
+                folder = os.path.join(samples_root, mode)
+                os.mkdir(folder)
+                runs = [measure_once(mode, width, height, frames, args.timeout, args.dfm_weights_mb,
+                                     folder if i == 0 else "") for i in range(repeats)]
                 row[mode] = {"peak_rss": median(r["peak_rss"] for r in runs),
                              "rss_start": median(r["rss_start"] for r in runs),
                              "rss_ready": median(r["workload"]["rss_ready"] for r in runs),
@@ -186,6 +215,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                 if len(a) != len(b):
                     raise RuntimeError("%s processed %d frames, baseline %d" % (mode, len(b), len(a)))
                 row["max_mean_diff"] = max([row["max_mean_diff"]] + [abs(x - y) for x, y in zip(a, b)])
+                row[mode]["pixels"] = compare_samples(os.path.join(samples_root, "baseline"),
+                                                      os.path.join(samples_root, mode))
+            shutil.rmtree(samples_root)
             for mode in MODES:
                 for run in row[mode]["runs"]:
                     run["workload"].pop("output_means")
