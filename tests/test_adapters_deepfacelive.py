@@ -196,6 +196,8 @@ def test_gpu_session_settings():
     assert dml.enable_mem_pattern is False and dml.intra_op_threads == 2 and dml.strict
     cpu = session_config(DFLConfig(allow_spinning=True), [("CPUExecutionProvider", {})], 3)
     assert cpu.intra_op_spinning is None and cpu.disk_cache and cpu.enable_mem_pattern is None
+    lean = session_config(DFLConfig(lean_weights=True), [("CPUExecutionProvider", {})], 1)
+    assert lean.lean_weights and not lean.disk_cache
 
 
 def test_missing_cuda_falls_back_to_cpu_with_a_warning(standin, dfm_files, caplog):
@@ -275,6 +277,22 @@ def test_optimized_model_disk_cache_is_reused_across_processes(standin, shared_m
     assert second.dfl_perf_state.records[-1].disk_cache == "hit"
     assert len(sess.run(None, {"input": np.zeros((1, 3, 320, 320), np.float32)})) == 12
     assert _describe(sess) == (EXPECTED_THREADS, "0")
+
+
+def test_lean_weights_load_dfms_from_their_lean_copy(standin, dfm_files, cache_dir):
+    from modelhub.DFLive.DFMModel import DFMModel
+
+    expected = [DFMModel(dfm_files["plain"]).convert(img, 0.3) for img in _dfl_inputs()]
+    dp.install(_quiet(lean_weights=True, optimized_model_cache=True), propagate=False)
+    try:
+        got = [DFMModel(dfm_files["plain"]).convert(img, 0.3) for img in _dfl_inputs()]
+    finally:
+        dp.uninstall()
+    assert len(list((cache_dir / "lean").glob("*/weights.bin"))) == 1
+    assert not list((cache_dir / "optimized").glob("*.onnx"))  # lean weights replace the optimized cache
+    for want, have in zip(expected, got):
+        for a, b in zip(want, have):
+            assert np.abs(a.astype(np.float64) - b).max() <= (1 if a.dtype == np.uint8 else 1.0 / 255)
 
 
 def test_install_points_the_disk_cache_at_cache_dir(monkeypatch, tmp_path):
@@ -622,9 +640,11 @@ def test_sitecustomize_chains_to_the_one_it_hides(tmp_path, shared_models):
 def test_dfl_main_arguments(tmp_path, capsys):
     from dfl_perf.adapters.deepfacelive.launcher import _parser, config_from_args
 
-    args = _parser().parse_args(["--threads", "2", "--no-fast-dfm", "--meter-dir", "m", "main.py", "run", "X", "--k"])
+    args = _parser().parse_args(["--threads", "2", "--no-fast-dfm", "--meter-dir", "m", "--lean-weights", "main.py",
+                                 "run", "X", "--k"])
     config = config_from_args(args)
     assert config.intra_op_threads == 2 and not config.fast_dfm and os.path.isabs(config.meter_dir)
+    assert config.lean_weights
     assert args.dfl_args == ["run", "X", "--k"]
     assert dp.dfl_main([str(tmp_path / "missing_main.py"), "run"]) == 2
     assert "main.py not found" in capsys.readouterr().err

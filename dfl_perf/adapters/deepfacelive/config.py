@@ -35,6 +35,8 @@ class DFLConfig:
     - ``cudnn_conv_algo_search``: CUDA convolution search (``HEURISTIC`` avoids the slow first run).
     - ``tensorrt``: put TensorRT (with its engine cache) before CUDA when it is installed.
     - ``optimized_model_cache``: save and reuse onnxruntime's optimized graph on disk.
+    - ``lean_weights``: load model files from their lean copy (``SessionConfig.lean_weights``):
+      about half the memory while a big DFM loads; replaces the optimized-model cache.
     - ``cache_dir``: disk cache folder for this process and its workers (``install`` sets
       ``DFL_PERF_CACHE_DIR``; default: dfl_perf's user cache dir).
     - ``cache_sessions``: reuse a session within a process for the same model and device.
@@ -54,6 +56,7 @@ class DFLConfig:
     cudnn_conv_algo_search: str = "HEURISTIC"
     tensorrt: bool = False
     optimized_model_cache: bool = True
+    lean_weights: bool = False
     cache_dir: Optional[str] = None
     cache_sessions: bool = True
     cuda_cache_maxsize: Optional[int] = 2147483647

@@ -204,8 +204,9 @@ def session_config(config: DFLConfig, providers: List[Tuple[str, Dict[str, str]]
 
     spinning = None if config.allow_spinning else False
     base = SessionConfig.tuned(threads=threads, providers=providers)
-    base = base.replace(intra_op_spinning=spinning, inter_op_spinning=spinning,
-                        disk_cache=bool(config.optimized_model_cache), strict=True)
+    lean = bool(config.lean_weights)
+    base = base.replace(intra_op_spinning=spinning, inter_op_spinning=spinning, lean_weights=lean,
+                        disk_cache=bool(config.optimized_model_cache) and not lean, strict=True)
     if providers[0][0] == "DmlExecutionProvider":
         base = base.replace(enable_mem_pattern=False)
     return base

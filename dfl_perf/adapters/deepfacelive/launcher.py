@@ -45,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="cuDNN convolution search (default HEURISTIC)")
     p.add_argument("--tensorrt", action="store_true", help="use TensorRT (engine cache on disk) before CUDA when installed")
     p.add_argument("--no-optimized-cache", action="store_true", help="do not keep optimized models on disk")
+    p.add_argument("--lean-weights", action="store_true",
+                   help="load models from a copy with their weights in a separate file: about half the memory "
+                        "while a DFM loads (made once per model; needs the onnx package)")
     p.add_argument("--cache-dir", default=None, metavar="DIR", help="disk cache folder (default: dfl_perf's user cache)")
     p.add_argument("--no-fast-dfm", action="store_true", help="keep DeepFaceLive's own DFMModel.convert")
     p.add_argument("--no-meter", action="store_true", help="keep DeepFaceLive's own per-module FPS meter")
@@ -67,6 +70,7 @@ def config_from_args(args: argparse.Namespace) -> DFLConfig:
     data.update({k: v for k, v in overrides.items() if v is not None})
     for flag, key, value in ((args.spinning, "allow_spinning", True), (args.no_cpu_fallback, "cpu_fallback", False),
                              (args.tensorrt, "tensorrt", True), (args.no_optimized_cache, "optimized_model_cache", False),
+                             (args.lean_weights, "lean_weights", True),
                              (args.no_fast_dfm, "fast_dfm", False), (args.no_meter, "meter", False),
                              (args.no_lazy_imports, "lazy_imports", ())):
         if flag:
