@@ -10,7 +10,9 @@ file, and loads each in a fresh process under:
 - ``arena_off``: the same with ``enable_cpu_mem_arena=False``;
 - ``prepack_off``: the same with ``session.disable_prepacking=1``;
 - ``external``: the external-data copy of the model, DFL's options;
-- ``external_prepack_off``: the external-data copy with prepacking off.
+- ``external_prepack_off``: the external-data copy with prepacking off;
+- ``lean``: dfl_perf's ``SessionConfig.lean_weights`` on DFL's options (the same two knobs,
+  through the lean copy ``dfl_perf.sessions.lean`` makes; made before the measured process).
 
 Per cell: the peak RSS while loading and running (``ru_maxrss``) and the RSS after 10 runs, both
 minus the RSS before the load, the load time and the mean time of a run (this machine is noisy:
@@ -35,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import print_header, write_json  # noqa: E402
 
 MB = 1e6
-CONFIGS = ("dfl", "arena_off", "prepack_off", "external", "external_prepack_off")
+CONFIGS = ("dfl", "arena_off", "prepack_off", "external", "external_prepack_off", "lean")
 RUNS = 10
 _CHILD_FLAG = "--child"
 
@@ -83,6 +85,8 @@ def _child(model: str, config_name: str) -> Dict[str, Any]:
         config = config.replace(enable_cpu_mem_arena=False)
     if config_name.endswith("prepack_off"):
         config = config.replace(config_entries={"session.disable_prepacking": "1"})
+    if config_name == "lean":
+        config = config.replace(lean_weights=True)
     process = psutil.Process()
     before = process.memory_info().rss
     t0 = time.perf_counter()
@@ -131,7 +135,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="dfl_perf_model_memory_") as tmp:
         paths = build_models(Path(tmp))
+        from dfl_perf.sessions.lean import lean_copy
+
         for model in ("conv", "dense"):
+            lean_copy(paths[model])  # made here: the measured process only loads it
             for config_name in CONFIGS:
                 path = paths[model + "_external"] if config_name.startswith("external") else paths[model]
                 rows.append(dict(measure(path, config_name), model=model, config=config_name))
