@@ -135,6 +135,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="dfl_perf_model_memory_") as tmp:
         paths = build_models(Path(tmp))
+        os.environ["DFL_PERF_CACHE_DIR"] = os.path.join(tmp, "cache")  # the lean copies go away with tmp
         from dfl_perf.sessions.lean import lean_copy
 
         for model in ("conv", "dense"):
