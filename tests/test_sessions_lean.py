@@ -65,13 +65,14 @@ def test_the_copy_is_made_once_and_again_when_the_model_changes(model_file, monk
     def no_child(*args):
         raise AssertionError("converted again although the copy was there")
 
-    monkeypatch.setattr("dfl_perf.sessions.lean._convert_in_child", no_child)
-    assert lean_copy(model_file) == first
-    monkeypatch.undo()
+    with monkeypatch.context() as patched:  # (monkeypatch.undo() would also undo cache_dir's setting)
+        patched.setattr("dfl_perf.sessions.lean._convert_in_child", no_child)
+        assert lean_copy(model_file) == first
     onnx.save(dense_model(seed=5), str(model_file))  # edited: a new size/mtime, a new copy
     os.utime(str(model_file), ns=(1, 1))
     second = lean_copy(model_file)
     assert second != first
+    assert not first.parent.exists(), "the copy of the old model was left on disk"
     a = create_session(str(second), CPU)
     b = create_session(model_file, CPU)
     np.testing.assert_array_equal(_outputs(a), _outputs(b))

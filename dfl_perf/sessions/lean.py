@@ -12,7 +12,9 @@ The copy is made once per model file, by the ``onnx`` package in a child process
 never holds the two or three copies the conversion needs), under
 ``user_cache_dir()/'lean'/<key>/`` (``model.onnx``, ``weights.bin``, ``source.json``) where
 ``<key>`` hashes the model's real path, size, mtime and inode: an edited model gets a new copy.
-Written to a temporary folder and renamed, so readers never see half a copy.
+Written to a temporary folder and renamed, so readers never see half a copy. Making a copy also
+removes the copies whose model file is gone or changed (``remove_stale``), so edited models do not
+fill the disk.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import threading
 from pathlib import Path
 from typing import List, Union
 
-__all__ = ["lean_copy", "lean_dir", "LeanWeightsError"]
+__all__ = ["lean_copy", "lean_dir", "remove_stale", "LeanWeightsError"]
 
 log = logging.getLogger("dfl_perf.sessions")
 
@@ -39,6 +41,8 @@ SOURCE_NAME = "source.json"
 #: Tensors at least this big go to the weights file (small ones stay in the graph).
 MIN_TENSOR_BYTES = 1024
 CONVERT_TIMEOUT = 900.0
+#: A temporary folder older than this (seconds) belongs to a conversion that died.
+STALE_TMP_SECONDS = 3600.0
 
 
 class LeanWeightsError(RuntimeError):
@@ -91,7 +95,39 @@ def lean_copy(model: Union[str, Path], timeout: float = CONVERT_TIMEOUT) -> Path
                 raise
     finally:
         shutil.rmtree(str(tmp), ignore_errors=True)
+    remove_stale()
     return final / MODEL_NAME
+
+
+def remove_stale() -> List[str]:
+    """Delete copies whose model file is gone or changed, and dead conversions' leftovers; returns their names."""
+    import time
+
+    removed = []
+    try:
+        folders = list(lean_dir().iterdir())
+    except OSError:
+        return removed
+    for folder in folders:
+        if ".tmp." in folder.name:
+            try:
+                stale = time.time() - folder.stat().st_mtime > STALE_TMP_SECONDS
+            except OSError:
+                continue
+        else:
+            stale = not _source_unchanged(folder)
+        if stale:
+            shutil.rmtree(str(folder), ignore_errors=True)
+            removed.append(folder.name)
+    return removed
+
+
+def _source_unchanged(folder: Path) -> bool:
+    try:
+        source = Path(json.loads((folder / SOURCE_NAME).read_text())["source"])
+        return source.is_file() and _key(source) == folder.name
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def _convert_in_child(source: Path, folder: Path, timeout: float) -> None:
