@@ -91,6 +91,8 @@ def test_files_mode_holds_at_most_max_in_flight_frames_through_a_stall(frames, n
     assert stats.frames == 40
     # the feeder holds one frame from the source while it waits for room: limit + 1 at most
     assert max(held) <= 4 + 1, held
+    with pytest.raises(ValueError, match="max_in_flight must be None or >= 1"):
+        OptimizedRunner(FAST, max_in_flight=0)
 
 
 @pytest.mark.timeout(180)

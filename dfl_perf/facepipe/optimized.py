@@ -61,6 +61,8 @@ class OptimizedRunner:
         from dfl_perf.facepipe.detector import FaceDetector
         from dfl_perf.sessions import ModelCache, SessionConfig
 
+        if max_in_flight is not None and max_in_flight < 1:
+            raise ValueError("max_in_flight must be None or >= 1, got %r" % (max_in_flight,))
         self.workload = workload
         providers = select_providers(provider, device_id) if provider else select_providers(device_id=device_id)
         self.provider = providers[0][0]
