@@ -707,3 +707,41 @@ def test_dfm_runner_steady_state_allocates_no_large_numpy_arrays():
     assert peak_alloc_per_call(lambda: runner.run(face)) < 64 * 1024
     naive = peak_alloc_per_call(lambda: dfl_reference(sess, face, 0.75))
     assert naive >= 64 * 64 * 3 * 4  # DFL's way allocates at least the float32 input every frame
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("which", ["dfm_runner", "bound_session"])
+def test_close_from_another_thread_waits_for_the_run_in_progress(which, no_thread_leak):
+    sess = _session(dfm_model(res=16))
+    pool = BufferPool()
+    if which == "dfm_runner":
+        runner = DFMRunner(sess, host_pool=pool)
+        args = (faces(1, res=16),)
+    else:
+        runner = BoundSession(sess, host_pool=pool)
+        args = ({"in_face:0": faces(1, res=16).astype(np.float32) / 255},)
+    inside, release = threading.Event(), threading.Event()
+    real_run = runner._run
+
+    def held_run(*a):  # the real run, held open until the test lets it finish
+        out = real_run(*a)
+        inside.set()
+        release.wait(30)
+        return out
+
+    runner._run = held_run
+    results = []
+    worker = threading.Thread(target=lambda: results.append(runner.run(*args)))
+    worker.start()
+    assert inside.wait(30)
+    closer = threading.Thread(target=runner.close)
+    closer.start()
+    closer.join(0.3)
+    assert closer.is_alive(), "close() returned while a run was still using its buffers"
+    with pytest.raises(RuntimeError, match="closed"):  # closing: no new run starts
+        runner.run(*args)
+    release.set()
+    worker.join(30)
+    closer.join(30)
+    assert not closer.is_alive() and len(results) == 1
+    assert pool.stats()["leased"] == 0

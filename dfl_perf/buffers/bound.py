@@ -10,6 +10,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import numpy as np
 
 from ._graph import CudaGraphPath, GraphUnavailable, graph_session_for, session_has_cuda_graph, warn_fallback
+from ._guard import RunGuard
 from ._ort import BoundSessionError, ort_module, parse_device, short_error
 from ._pools import BufferPool, OrtValuePool
 from ._specs import TensorSpec, check_feed_names, tensor_specs
@@ -89,7 +90,7 @@ class BoundSession:
         self._states: List[_ThreadState] = []
         self._plans: Dict[Signature, _Plan] = {}
         self._learning_runs = 0
-        self._closed = False
+        self._guard = RunGuard("BoundSession is closed")
         self._graph: Optional[CudaGraphPath] = None
         self.cuda_graph_status = "off"
         self._setup_cuda_graph(enable_cuda_graph)
@@ -129,8 +130,6 @@ class BoundSession:
     def _state(self) -> _ThreadState:
         state = getattr(self._local, "state", None)
         if state is None:
-            if self._closed:
-                raise RuntimeError("BoundSession is closed")
             state = _ThreadState(self.session.io_binding())
             with self._lock:
                 self._prune_dead_threads_locked()
@@ -152,8 +151,10 @@ class BoundSession:
     # -- the run
     def run(self, feeds: Mapping[str, Any], as_ortvalues: bool = False) -> List[Any]:
         """Run once; returns the outputs (session order) as pooled numpy views, or OrtValues on request."""
-        if self._closed:
-            raise RuntimeError("BoundSession is closed")
+        with self._guard.running():
+            return self._run(feeds, as_ortvalues)
+
+    def _run(self, feeds: Mapping[str, Any], as_ortvalues: bool) -> List[Any]:
         state = self._state()
         values, sig = self._checked_feeds(feeds, state)
         plan = self._plans.get(sig)
@@ -373,11 +374,11 @@ class BoundSession:
         }
 
     def close(self) -> None:
-        """Give every pooled buffer back to its pool; later runs raise. Idempotent."""
+        """Wait for runs in progress, then give every pooled buffer back to its pool; later runs
+        raise. Idempotent; safe from another thread."""
+        if not self._guard.close():
+            return
         with self._lock:
-            if self._closed:
-                return
-            self._closed = True
             states, self._states = self._states, []
             graph, self._graph = self._graph, None
         for state in states:

@@ -12,6 +12,7 @@ from typing import Any, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ._guard import RunGuard
 from ._ort import numpy_dtype_of
 from ._pools import BufferPool
 from ._specs import TensorSpec, describe_shape
@@ -195,7 +196,7 @@ class DFMRunner:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._states: List[_FaceState] = []
-        self._closed = False
+        self._guard = RunGuard("DFMRunner is closed: make a new one to run the model again")
 
     @property
     def has_morph_value(self) -> bool:
@@ -204,8 +205,10 @@ class DFMRunner:
 
     def run(self, faces: Faces, morph_factor: float = 0.75) -> DFMOutputs:
         """Swap a face or a batch of faces; see the class docstring."""
-        if self._closed:
-            raise RuntimeError("DFMRunner is closed: make a new one to run the model again")
+        with self._guard.running():
+            return self._run(faces, morph_factor)
+
+    def _run(self, faces: Faces, morph_factor: float) -> DFMOutputs:
         state = self._state()
         count = self._count(faces)
         batch = self._batch_buffer(state, count)
@@ -297,9 +300,11 @@ class DFMRunner:
                              % (self.input_name, what, self._face_shape, tuple(shape)))
 
     def close(self) -> None:
-        """Return the pooled input buffers (and close the BoundSession if this runner made it)."""
+        """Wait for runs in progress, then return the pooled input buffers (and close the
+        BoundSession if this runner made it). Idempotent; safe from another thread."""
+        if not self._guard.close():
+            return
         with self._lock:
-            self._closed = True
             states, self._states = self._states, []
         for state in states:
             if state.batch is not None:
