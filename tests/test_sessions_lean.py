@@ -150,3 +150,18 @@ def test_loading_lean_costs_less_memory_than_loading_the_model_as_it_is(tmp_path
     # as it is: the parsed file plus onnxruntime's own copy (2x or more); lean: about one copy
     assert peaks["plain"] > 1.6 * weights, peaks
     assert peaks["lean"] < 1.3 * weights, peaks
+
+
+def test_without_the_onnx_package_the_model_loads_as_it_is(model_file, tmp_path, monkeypatch, caplog):
+    # onnx is installed here; a module named onnx that fails to import stands for its absence
+    # (it is first on the converting child's path only)
+    fake = tmp_path / "no_onnx"
+    fake.mkdir()
+    (fake / "onnx.py").write_text("raise ImportError('No module named onnx')\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(fake)] + sys.path))
+    with pytest.raises(LeanWeightsError, match="the onnx package is needed for lean weights"):
+        lean_copy(model_file)
+    with caplog.at_level(logging.WARNING, logger="dfl_perf.sessions"):
+        info = create_session_with_info(model_file, CPU.replace(lean_weights=True))
+    assert info.lean_copy is None and "loading the model as it is" in caplog.text
+    assert _outputs(info.session).shape == (3, 512)
