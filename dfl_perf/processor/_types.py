@@ -31,9 +31,9 @@ class FrameResult:
     else None), ``meta`` (what was passed to submit), ``status`` (a FrameStatus), ``queued``,
     ``started``, ``finished``, ``ready`` (``time.perf_counter()`` when submitted, when the first stage
     started it or None if none did, when its status was decided, and when it was handed to the
-    output in order: later than ``finished`` when it waited for an earlier frame), ``stage`` (name of the stage that failed
-    or found it late), ``error`` and ``traceback`` (the exception and its formatted traceback, for
-    ERROR). Treat it as read-only.
+    output in order: later than ``finished`` when it waited for an earlier frame), ``stage`` (name
+    of the stage that failed or found it late), ``error`` and ``traceback`` (the exception and its
+    formatted traceback, for ERROR). Treat it as read-only.
     """
 
     __slots__ = (
