@@ -27,8 +27,11 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import List, Union
+
+from dfl_perf.sessions.diskcache import file_stamp
 
 __all__ = ["lean_copy", "lean_dir", "remove_stale", "LeanWeightsError"]
 
@@ -58,8 +61,7 @@ def lean_dir() -> Path:
 
 def _key(model: Path) -> str:
     real = os.path.realpath(str(model))
-    st = os.stat(real)
-    text = "%d|%s|%d|%d|%d" % (FORMAT, real, st.st_size, st.st_mtime_ns, st.st_ino)
+    text = "%d|%s|%s" % (FORMAT, real, file_stamp(os.stat(real)))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
@@ -101,8 +103,6 @@ def lean_copy(model: Union[str, Path], timeout: float = CONVERT_TIMEOUT) -> Path
 
 def remove_stale() -> List[str]:
     """Delete copies whose model file is gone or changed, and dead conversions' leftovers; returns their names."""
-    import time
-
     removed = []
     try:
         folders = list(lean_dir().iterdir())
