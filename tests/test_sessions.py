@@ -372,13 +372,19 @@ def test_fresh_process_loads_the_cached_file(cache_dir, tmp_path):
     assert outcomes == ["stored", "hit"]
 
 
-def test_a_busy_lock_builds_without_saving_and_a_stale_one_is_taken(cache_dir, tmp_path):
+def _disk_cache_entry(tmp_path):
+    """A conv model file, a disk-cache config, the cache, and the key its entry will have."""
+    from dfl_perf.sessions.create import resolve_model
+
     path = save(conv_model(), tmp_path / "conv.onnx")
     config = SessionConfig.tuned(threads=1, providers="cpu").replace(disk_cache=True)
     cache = OptimizedModelCache()
-    from dfl_perf.sessions.create import resolve_model
-
     key = cache.key(cache.source_digest(resolve_model(path))[0], config, list(config.providers))
+    return path, config, cache, key
+
+
+def test_a_busy_lock_builds_without_saving_and_a_stale_one_is_taken(cache_dir, tmp_path):
+    path, config, cache, key = _disk_cache_entry(tmp_path)
     lock = cache.directory() / (key + ".lock")
     lock.write_text("%d %s %f" % (os.getpid(), platform.node(), time.time()))
     assert create_session_with_info(path, config).disk_cache == "busy"
@@ -389,12 +395,7 @@ def test_a_busy_lock_builds_without_saving_and_a_stale_one_is_taken(cache_dir, t
 
 
 def test_uncacheable_entry_is_remembered(cache_dir, tmp_path):
-    path = save(conv_model(), tmp_path / "conv.onnx")
-    config = SessionConfig.tuned(threads=1, providers="cpu").replace(disk_cache=True)
-    cache = OptimizedModelCache()
-    from dfl_perf.sessions.create import resolve_model
-
-    key = cache.key(cache.source_digest(resolve_model(path))[0], config, list(config.providers))
+    path, config, cache, key = _disk_cache_entry(tmp_path)
     with cache.writing(key) as writer:
         writer.mark_uncacheable("onnxruntime refused to save it")
     info = create_session_with_info(path, config)
@@ -513,12 +514,7 @@ def test_unchanged_cache_file_is_not_rehashed_but_a_touched_one_is(cache_dir, tm
 
 
 def test_a_crashed_writers_temp_files_are_removed(cache_dir, tmp_path):
-    path = save(conv_model(), tmp_path / "conv.onnx")
-    config = SessionConfig.tuned(threads=1, providers="cpu").replace(disk_cache=True)
-    cache = OptimizedModelCache()
-    from dfl_perf.sessions.create import resolve_model
-
-    key = cache.key(cache.source_digest(resolve_model(path))[0], config, list(config.providers))
+    path, config, cache, key = _disk_cache_entry(tmp_path)
     leftover = cache.directory() / (key + ".12345.onnx.tmp")
     leftover.write_bytes(b"half a model")
     assert create_session_with_info(path, config).disk_cache == "stored"

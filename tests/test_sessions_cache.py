@@ -97,24 +97,30 @@ def test_bytes_and_proto_are_keyed_by_content():
         assert cache.stats()["loads"] == 1
 
 
-@pytest.mark.timeout(30)
-def test_eight_threads_one_load(models, slow_loads, no_thread_leak):
-    barrier = threading.Barrier(8)
+def _at_once(n, call):
+    """Run ``call`` in ``n`` threads released together; (results, exceptions)."""
+    barrier = threading.Barrier(n)
     got, errors = [], []
 
     def ask():
         barrier.wait()
         try:
-            got.append(cache.get(models[0]))
-        except Exception as exc:  # collected and asserted below
+            got.append(call())
+        except Exception as exc:  # collected for the caller to assert on
             errors.append(exc)
 
+    threads = [threading.Thread(target=ask) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return got, errors
+
+
+@pytest.mark.timeout(30)
+def test_eight_threads_one_load(models, slow_loads, no_thread_leak):
     with ModelCache(config=CONFIG) as cache:
-        threads = [threading.Thread(target=ask) for _ in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        got, errors = _at_once(8, lambda: cache.get(models[0]))
         assert not errors and len(got) == 8 and all(s is got[0] for s in got)
         assert len(slow_loads) == 1
         stats = cache.stats()
@@ -125,22 +131,8 @@ def test_eight_threads_one_load(models, slow_loads, no_thread_leak):
 def test_failing_load_raises_in_every_waiter_and_is_not_cached(tmp_path, slow_loads, no_thread_leak):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"definitely not a protobuf model" * 4)
-    barrier = threading.Barrier(8)
-    errors = []
-
-    def ask():
-        barrier.wait()
-        try:
-            cache.get(bad)
-        except Exception as exc:  # collected and asserted below
-            errors.append(exc)
-
     with ModelCache(config=CONFIG) as cache:
-        threads = [threading.Thread(target=ask) for _ in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        _, errors = _at_once(8, lambda: cache.get(bad))
         assert len(errors) == 8 and all(isinstance(e, InvalidModelError) for e in errors)
         assert all(e.path == str(bad) for e in errors)
         assert len(slow_loads) == 1 and len(cache) == 0
