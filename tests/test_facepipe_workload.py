@@ -164,6 +164,11 @@ def test_missing_dfm_is_a_clear_error(tmp_path):
         BaselineRunner(Workload(dfm=str(tmp_path / "nope.dfm")))
 
 
+def test_negative_stand_in_weights_are_a_clear_error():
+    with pytest.raises(ValueError, match="dfm_weights_mb must be >= 0"):
+        Workload(dfm_weights_mb=-5)
+
+
 def test_standin_file_is_built_once(cache_dir):
     a = standin_model_path(224, "5ms")
     mtime = a.stat().st_mtime_ns

@@ -82,6 +82,11 @@ class Workload:
     max_faces: int = 1
     morph_factor: float = 0.75
 
+    def __post_init__(self) -> None:
+        if not self.dfm_weights_mb >= 0:
+            raise ValueError("Workload.dfm_weights_mb must be >= 0 (MB of stand-in weights), got %r"
+                             % (self.dfm_weights_mb,))
+
     def detector_path(self) -> Path:
         """The detector model file: a path, or a registry name (mirror, user cache, then download)."""
         if Path(self.detector).is_file():
