@@ -109,6 +109,16 @@ def test_low_memory_gives_the_same_frames_with_one_swap_worker(frames, no_thread
         np.testing.assert_array_equal(outputs[True][i], outputs[False][i])
 
 
+def test_session_settings_per_mode(shared_models, no_thread_leak, caplog):
+    with OptimizedRunner(FAST, provider="cpu") as runner:  # the memory pattern only costs memory on a CPU
+        assert runner.session_config.enable_mem_pattern is False and not runner.session_config.lean_weights
+    with caplog.at_level("WARNING", logger="dfl_perf.facepipe"):
+        with OptimizedRunner(FAST, provider="cpu", low_memory=True, disk_cache=True) as runner:
+            config = runner.session_config
+    assert config.lean_weights and not config.disk_cache and config.enable_mem_pattern is False
+    assert "disk_cache is off" in caplog.text
+
+
 @pytest.mark.timeout(180)
 def test_merge_in_place_writes_into_the_source_frame_and_matches(frames, no_thread_leak):
     expected = {}
