@@ -3,20 +3,23 @@
 A real DFM holds 100-700 MB of weights (convolutions, and dense layers in the middle); the
 reference workload's stand-in holds 0.3 MB, so its footprint says nothing about them. This builds
 two models of about 100 MB of weights with ``onnx``: ``conv`` (ten 3x3 512->512 convolutions at
-14x14) and ``dense`` (one 25088x1024 MatMul), each also saved with its weights as an external data
-file, and loads each in a fresh process under:
+14x14) and ``dense`` (one 25088x1024 MatMul), and takes ``activations``, the DFM stand-in at 320
+(little weight, DFM-like activations: what a run needs), each also saved with its weights as an
+external data file, and loads each in a fresh process under:
 
 - ``dfl``: DeepFaceLive's options (``SessionConfig.dfl_default``, onnxruntime's defaults);
 - ``arena_off``: the same with ``enable_cpu_mem_arena=False``;
 - ``prepack_off``: the same with ``session.disable_prepacking=1``;
+- ``mem_pattern_off``: the same with ``enable_mem_pattern=False`` (dfl_perf's choice on a CPU);
 - ``external``: the external-data copy of the model, DFL's options;
 - ``external_prepack_off``: the external-data copy with prepacking off;
 - ``lean``: dfl_perf's ``SessionConfig.lean_weights`` on DFL's options (the same two knobs,
   through the lean copy ``dfl_perf.sessions.lean`` makes; made before the measured process).
 
-Per cell: the peak RSS while loading and running (``ru_maxrss``) and the RSS after 10 runs, both
-minus the RSS before the load, the load time and the mean time of a run (this machine is noisy:
-read times as rough). Nothing here is a dfl_perf default; it measures what each knob would buy.
+Per cell: the peak RSS while loading and running (the process's ``VmHWM``) and the RSS after 10
+runs, both minus the RSS before the load, the load time and the mean time of a run (this machine
+is noisy: read times as rough). It measures what each knob buys; ``mem_pattern_off`` is what
+dfl_perf's runner and DFL adapter use on a CPU, ``lean`` what their low-memory options add.
 
     python benchmarks/bench_model_memory.py [--json out.json]
 """
@@ -37,16 +40,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import print_header, write_json  # noqa: E402
 
 MB = 1e6
-CONFIGS = ("dfl", "arena_off", "prepack_off", "external", "external_prepack_off", "lean")
+CONFIGS = ("dfl", "arena_off", "prepack_off", "mem_pattern_off", "external", "external_prepack_off", "lean")
+MODELS = ("conv", "dense", "activations")
 RUNS = 10
 _CHILD_FLAG = "--child"
 
 
 def build_models(folder: Path) -> Dict[str, Path]:
-    """``conv`` and ``dense`` (about 100 MB of weights each) with and without external data."""
+    """``conv`` and ``dense`` (about 100 MB of weights each) and ``activations`` (the DFM stand-in at
+    320), each with and without external data."""
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
+
+    from dfl_perf.facepipe.standin import build_dfm_standin
 
     rng = np.random.RandomState(0)
     conv_weights = [numpy_helper.from_array(rng.normal(0, 0.01, (512, 512, 3, 3)).astype(np.float32), "w%d" % i)
@@ -58,13 +65,17 @@ def build_models(folder: Path) -> Dict[str, Path]:
         "conv": (conv_nodes, conv_weights, [1, 512, 14, 14], "c9", [1, 512, 14, 14]),
         "dense": ([helper.make_node("MatMul", ["x", "w"], ["y"])], [dense_weight], [1, 25088], "y", [1, 1024]),
     }
-    paths = {}
+    models = {}
     for name, (nodes, inits, in_shape, out_name, out_shape) in specs.items():
         graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
                                   [helper.make_tensor_value_info(out_name, TensorProto.FLOAT, out_shape)],
                                   initializer=inits)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)])
         model.ir_version = 7
+        models[name] = model
+    models["activations"] = build_dfm_standin(resolution=320, cost="60ms")
+    paths = {}
+    for name, model in models.items():
         paths[name] = folder / (name + ".onnx")
         onnx.save(model, str(paths[name]))
         paths[name + "_external"] = folder / (name + "_external.onnx")
@@ -83,6 +94,8 @@ def _child(model: str, config_name: str) -> Dict[str, Any]:
     config = SessionConfig.dfl_default()
     if config_name == "arena_off":
         config = config.replace(enable_cpu_mem_arena=False)
+    if config_name == "mem_pattern_off":
+        config = config.replace(enable_mem_pattern=False)
     if config_name.endswith("prepack_off"):
         config = config.replace(config_entries={"session.disable_prepacking": "1"})
     if config_name == "lean":
@@ -92,8 +105,9 @@ def _child(model: str, config_name: str) -> Dict[str, Any]:
     t0 = time.perf_counter()
     session = create_session(model, config)
     load = time.perf_counter() - t0
-    spec = session.get_inputs()[0]
-    feed = {spec.name: np.random.RandomState(1).rand(*spec.shape).astype(np.float32)}
+    rng = np.random.RandomState(1)
+    feed = {spec.name: rng.rand(*[d if isinstance(d, int) else 1 for d in spec.shape]).astype(np.float32)
+            for spec in session.get_inputs()}
     session.run(None, feed)
     t0 = time.perf_counter()
     for _ in range(RUNS):
@@ -131,14 +145,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", metavar="PATH")
     args = parser.parse_args(argv)
-    info = print_header("model memory: load peak and kept RSS of ~100 MB models under onnxruntime's knobs")
+    info = print_header("model memory: load peak and kept RSS of DFM-sized models under onnxruntime's knobs")
     rows = []
     with tempfile.TemporaryDirectory(prefix="dfl_perf_model_memory_") as tmp:
         paths = build_models(Path(tmp))
         os.environ["DFL_PERF_CACHE_DIR"] = os.path.join(tmp, "cache")  # the lean copies go away with tmp
         from dfl_perf.sessions.lean import lean_copy
 
-        for model in ("conv", "dense"):
+        for model in MODELS:
             lean_copy(paths[model])  # made here: the measured process only loads it
             for config_name in CONFIGS:
                 path = paths[model + "_external"] if config_name.startswith("external") else paths[model]

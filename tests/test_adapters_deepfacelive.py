@@ -195,7 +195,8 @@ def test_gpu_session_settings():
     dml = session_config(config, _providers(config, "DmlExecutionProvider", 0, []), 2)
     assert dml.enable_mem_pattern is False and dml.intra_op_threads == 2 and dml.strict
     cpu = session_config(DFLConfig(allow_spinning=True), [("CPUExecutionProvider", {})], 3)
-    assert cpu.intra_op_spinning is None and cpu.disk_cache and cpu.enable_mem_pattern is None
+    assert cpu.intra_op_spinning is None and cpu.disk_cache and cpu.enable_mem_pattern is False
+    assert session_config(config, cuda, 1).enable_mem_pattern is None  # onnxruntime's default on CUDA
     lean = session_config(DFLConfig(lean_weights=True), [("CPUExecutionProvider", {})], 1)
     assert lean.lean_weights and not lean.disk_cache
 

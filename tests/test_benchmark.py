@@ -45,6 +45,8 @@ def test_benchmark_report(tmp_path):
     assert report["machine"]["versions"]["onnxruntime"]
     text = format_table(report)
     assert "speedup" in text and "outputs_match True" in text and "of preloaded frames" in text
+    per_frame = "%.1f kB" % (report["optimized"]["alloc_per_frame"] / 1e3)  # decimal units, like MB
+    assert per_frame in text
     json.dumps(report, default=str)
     pytest.importorskip("matplotlib")
     plot(report, str(tmp_path / "b.png"))

@@ -29,7 +29,7 @@ def _mb(n: float) -> str:
 
 
 def _kb(n: float) -> str:
-    return "%.1f KB" % (n / 1024)
+    return "%.1f kB" % (n / 1e3)  # decimal, like _mb
 
 
 def _ms(s: float) -> str:

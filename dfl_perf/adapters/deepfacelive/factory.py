@@ -207,7 +207,8 @@ def session_config(config: DFLConfig, providers: List[Tuple[str, Dict[str, str]]
     lean = bool(config.lean_weights)
     base = base.replace(intra_op_spinning=spinning, inter_op_spinning=spinning, lean_weights=lean,
                         disk_cache=bool(config.optimized_model_cache) and not lean, strict=True)
-    if providers[0][0] == "DmlExecutionProvider":
+    if providers[0][0] in ("DmlExecutionProvider", "CPUExecutionProvider"):
+        # DirectML needs it off; on a CPU it keeps a second set of activations for no speed (RESULTS.md)
         base = base.replace(enable_mem_pattern=False)
     return base
 
