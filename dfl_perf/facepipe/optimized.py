@@ -40,8 +40,8 @@ class OptimizedRunner:
     ``live=False`` (files, benchmarks) processes every frame in order with back-pressure, with at
     most ``max_in_flight`` frames between the source and the sink (default: swap workers + 3);
     ``live=True`` (cameras) drops the oldest waiting frame and frames older than ``deadline``.
-    On a CPU, onnxruntime's memory pattern is off (activations come from the arena as needed, not
-    from one block planned for the peak per run in progress): a few MB lower peak at the same FPS.
+    On a CPU, onnxruntime's memory pattern is off: with it on, onnxruntime keeps a planned block
+    beside the arena's chunks, about 0.5x the model's activations more, for no measurable speed.
     ``low_memory=True`` trades a little throughput for a smaller peak: one swap worker (one set of
     the swap model's activations), swap workers + 2 frames in flight, the memory pattern off on
     any device, and lean weights (``SessionConfig.lean_weights``: models loaded from a copy with their weights in
@@ -68,7 +68,7 @@ class OptimizedRunner:
         providers = select_providers(provider, device_id) if provider else select_providers(device_id=device_id)
         self.provider = providers[0][0]
         config = SessionConfig.tuned(threads=1, providers=providers).replace(disk_cache=disk_cache)
-        if low_memory or self.provider == "CPUExecutionProvider":  # CPU: 3-7 MB lower peak, same FPS
+        if low_memory or self.provider == "CPUExecutionProvider":  # CPU: 6-10 MB lower peak (RESULTS.md)
             config = config.replace(enable_mem_pattern=False)
         if low_memory:
             if disk_cache:
