@@ -22,6 +22,7 @@ is noisy: read times as rough). It measures what each knob buys; ``mem_pattern_o
 dfl_perf's runner and DFL adapter use on a CPU, ``lean`` what their low-memory options add.
 
     python benchmarks/bench_model_memory.py [--json out.json]
+    python benchmarks/bench_model_memory.py --models conv --repeats 3   # median and range per cell
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import print_header, write_json  # noqa: E402
+from _common import median, print_header, write_json  # noqa: E402
 
 MB = 1e6
 CONFIGS = ("dfl", "arena_off", "prepack_off", "mem_pattern_off", "external", "external_prepack_off", "lean")
@@ -127,13 +128,25 @@ def measure(model: Path, config_name: str) -> Dict[str, Any]:
                            % (model.name, config_name, proc.returncode, proc.stderr[-3000:])) from None
 
 
+def _mb_above_start(run: Dict[str, Any], key: str) -> float:
+    return (run[key] - run["rss_before"]) / MB
+
+
+def _cell(runs: List[Dict[str, Any]], key: str) -> str:
+    """Median MB above the start; with several runs, their range too."""
+    values = [_mb_above_start(r, key) for r in runs]
+    text = "%.0f" % median(values)
+    return text if len(values) == 1 else "%s (%.0f-%.0f)" % (text, min(values), max(values))
+
+
 def table(rows: List[Dict[str, Any]]) -> List[str]:
     lines = ["| model | config | peak MB above start | kept MB after 10 runs | load s | run ms |",
              "|---|---|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append("| %s | %s | %.0f | %.0f | %.2f | %.1f |" % (
-            r["model"], r["config"], (r["peak_rss"] - r["rss_before"]) / MB, (r["rss_after"] - r["rss_before"]) / MB,
-            r["load_seconds"], r["run_seconds"] * 1e3))
+        runs = r["runs"]
+        lines.append("| %s | %s | %s | %s | %.2f | %.1f |" % (
+            r["model"], r["config"], _cell(runs, "peak_rss"), _cell(runs, "rss_after"),
+            median(x["load_seconds"] for x in runs), median(x["run_seconds"] for x in runs) * 1e3))
     return lines
 
 
@@ -143,8 +156,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(json.dumps(_child(argv[1], argv[2])))
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument("--configs", nargs="+", choices=CONFIGS, default=list(CONFIGS))
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="fresh processes per cell, taken in turn across configs (median and range shown)")
     parser.add_argument("--json", metavar="PATH")
     args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
     info = print_header("model memory: load peak and kept RSS of DFM-sized models under onnxruntime's knobs")
     rows = []
     with tempfile.TemporaryDirectory(prefix="dfl_perf_model_memory_") as tmp:
@@ -152,13 +171,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         os.environ["DFL_PERF_CACHE_DIR"] = os.path.join(tmp, "cache")  # the lean copies go away with tmp
         from dfl_perf.sessions.lean import lean_copy
 
-        for model in MODELS:
+        for model in args.models:
             lean_copy(paths[model])  # made here: the measured process only loads it
-            for config_name in CONFIGS:
-                path = paths[model + "_external"] if config_name.startswith("external") else paths[model]
-                rows.append(dict(measure(path, config_name), model=model, config=config_name))
+            cells = [{"model": model, "config": name, "runs": []} for name in args.configs]
+            for _ in range(args.repeats):
+                for cell in cells:
+                    name = cell["config"]
+                    path = paths[model + "_external"] if name.startswith("external") else paths[model]
+                    cell["runs"].append(measure(path, name))
+            rows += cells
     print("\n".join(table(rows)))
-    write_json(args.json, {"machine": info, "rows": rows})
+    write_json(args.json, {"machine": info, "repeats": args.repeats, "rows": rows})
     return 0
 
 
