@@ -1,5 +1,5 @@
 """Lean weights: a copy of a model with its weights in a separate file, for loads that cost about
-one copy of the weights instead of two or three.
+one copy of MatMul weights instead of two or three (conv weights: fewer, not one; see RESULTS.md).
 
 onnxruntime loading a model file parses it whole (one copy of the weights), copies every weight
 into its own buffer (a second) and, on CPU, may pre-pack MatMul/Conv weights (a third, kept on
