@@ -117,6 +117,8 @@ def test_session_settings_per_mode(shared_models, no_thread_leak, caplog):
             config = runner.session_config
     assert config.lean_weights and not config.disk_cache and config.enable_mem_pattern is False
     assert "disk_cache is off" in caplog.text
+    with OptimizedRunner(FAST, provider="cpu", mem_pattern=True) as runner:  # the caller's choice wins
+        assert runner.session_config.enable_mem_pattern is True
 
 
 @pytest.mark.timeout(180)

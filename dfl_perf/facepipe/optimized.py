@@ -41,7 +41,8 @@ class OptimizedRunner:
     most ``max_in_flight`` frames between the source and the sink (default: swap workers + 3);
     ``live=True`` (cameras) drops the oldest waiting frame and frames older than ``deadline``.
     On a CPU, onnxruntime's memory pattern is off: with it on, onnxruntime keeps a planned block
-    beside the arena's chunks, about 0.5x the model's activations more, for no measurable speed.
+    beside the arena's chunks, about 0.5x the model's activations more, for no measurable speed
+    (off for DirectML too, which needs it; ``mem_pattern=True``/``False`` overrides the choice).
     ``low_memory=True`` trades a little throughput for a smaller peak: one swap worker (one set of
     the swap model's activations), swap workers + 2 frames in flight, the memory pattern off on
     any device, and lean weights (``SessionConfig.lean_weights``: models loaded from a copy with their weights in
@@ -56,7 +57,8 @@ class OptimizedRunner:
                  cache: Any = None, monitor: Any = None, swap_workers: Optional[int] = None,
                  live: bool = False, deadline: Optional[float] = None, max_queue: int = 2,
                  disk_cache: bool = False, max_in_flight: Optional[int] = None,
-                 low_memory: bool = False, merge_in_place: bool = False) -> None:
+                 low_memory: bool = False, merge_in_place: bool = False,
+                 mem_pattern: Optional[bool] = None) -> None:
         from dfl_perf.buffers import BoundSession, BufferPool, DFMRunner
         from dfl_perf.devices import cpu_budget, select_providers
         from dfl_perf.facepipe.detector import FaceDetector
@@ -68,8 +70,10 @@ class OptimizedRunner:
         providers = select_providers(provider, device_id) if provider else select_providers(device_id=device_id)
         self.provider = providers[0][0]
         config = SessionConfig.tuned(threads=1, providers=providers).replace(disk_cache=disk_cache)
-        if low_memory or self.provider == "CPUExecutionProvider":  # CPU: 6-10 MB lower peak (RESULTS.md)
-            config = config.replace(enable_mem_pattern=False)
+        if mem_pattern is None:  # CPU: 6-10 MB more peak here for no speed (RESULTS.md); DirectML: unsupported
+            off = low_memory or self.provider in ("CPUExecutionProvider", "DmlExecutionProvider")
+            mem_pattern = False if off else None  # None: onnxruntime's default
+        config = config.replace(enable_mem_pattern=mem_pattern)
         if low_memory:
             if disk_cache:
                 log.warning("low_memory=True loads lean weights, which the disk cache cannot hold: disk_cache is off")
