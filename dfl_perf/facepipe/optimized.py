@@ -45,8 +45,8 @@ class OptimizedRunner:
     (off for DirectML too, which needs it; ``mem_pattern=True``/``False`` overrides the choice).
     ``low_memory=True`` trades a little throughput for a smaller peak: one swap worker (one set of
     the swap model's activations), swap workers + 2 frames in flight, the memory pattern off on
-    any device, and lean weights (``SessionConfig.lean_weights``: models loaded from a copy with their weights in
-    a separate file, fewer copies of the weights in memory; no disk cache).
+    any device, and lean weights (``SessionConfig.lean_weights``: models loaded from a copy with
+    their weights in a separate file, fewer copies of the weights in memory; no disk cache).
     ``merge_in_place=True`` merges the faces into the input frame itself and hands that to the sink
     (no output frame per frame in flight): only for sources that give a new array every frame (a
     video reader, a camera), never for one that repeats arrays (a list looped over). A read-only

@@ -120,8 +120,7 @@ class SessionConfig:
     - ``lean_weights``: load a model file from its lean copy (weights in a separate file, made
       once; see ``dfl_perf.sessions.lean``) with weight pre-packing off: fewer copies of the weights
       in memory (about one of MatMul weights instead of two or three), some speed lost on
-      MatMul-heavy models. Not
-      with ``disk_cache``.
+      MatMul-heavy models. Not with ``disk_cache``.
     - ``strict``: a provider that is unavailable or fails to initialise raises ``ProviderError``
       instead of falling back to the next provider with a warning.
     """
