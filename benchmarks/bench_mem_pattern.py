@@ -60,7 +60,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--resolution", default="640x480")
     parser.add_argument("--json", metavar="PATH")
     args = parser.parse_args(argv)
-    width, height = (int(v) for v in args.resolution.lower().split("x"))
+    try:
+        width, height = (int(v) for v in args.resolution.lower().split("x"))
+    except ValueError:
+        parser.error("--resolution must look like 640x480, got %r" % args.resolution)
+    if args.repeats < 1 or args.frames < 1:
+        parser.error("--repeats and --frames must be at least 1")
     info = print_header("optimized runner: onnxruntime's memory pattern on vs off (CPU, %dx%d)" % (width, height))
     from dfl_perf.facepipe.workload import Workload
 
