@@ -34,6 +34,21 @@ def swap_workers_for(provider: str, budget: int) -> int:
     return 1 if provider in GPU_PROVIDERS else max(1, budget)
 
 
+def _session_config(providers: Any, disk_cache: bool, low_memory: bool, mem_pattern: Optional[bool]) -> Any:
+    """The runner's sessions' config: tuned, one thread each; see ``OptimizedRunner``."""
+    from dfl_perf.sessions import MEM_PATTERN_OFF_PROVIDERS, SessionConfig
+
+    config = SessionConfig.tuned(threads=1, providers=providers).replace(disk_cache=disk_cache)
+    if mem_pattern is None and (low_memory or providers[0][0] in MEM_PATTERN_OFF_PROVIDERS):
+        mem_pattern = False  # else None: onnxruntime's default
+    config = config.replace(enable_mem_pattern=mem_pattern)
+    if low_memory:
+        if disk_cache:
+            log.warning("low_memory=True loads lean weights, which the disk cache cannot hold: disk_cache is off")
+        config = config.replace(lean_weights=True, disk_cache=False)
+    return config
+
+
 class OptimizedRunner:
     """dfl_perf's way: tuned cached sessions, IOBinding with pools, a three-stage Pipeline.
 
@@ -62,23 +77,14 @@ class OptimizedRunner:
         from dfl_perf.buffers import BoundSession, BufferPool, DFMRunner
         from dfl_perf.devices import cpu_budget, select_providers
         from dfl_perf.facepipe.detector import FaceDetector
-        from dfl_perf.sessions import ModelCache, SessionConfig
+        from dfl_perf.sessions import ModelCache
 
         if max_in_flight is not None and max_in_flight < 1:
             raise ValueError("max_in_flight must be None or >= 1, got %r" % (max_in_flight,))
         self.workload = workload
         providers = select_providers(provider, device_id) if provider else select_providers(device_id=device_id)
         self.provider = providers[0][0]
-        config = SessionConfig.tuned(threads=1, providers=providers).replace(disk_cache=disk_cache)
-        if mem_pattern is None:  # CPU: 6-10 MB more peak here for no speed (RESULTS.md); DirectML: unsupported
-            off = low_memory or self.provider in ("CPUExecutionProvider", "DmlExecutionProvider")
-            mem_pattern = False if off else None  # None: onnxruntime's default
-        config = config.replace(enable_mem_pattern=mem_pattern)
-        if low_memory:
-            if disk_cache:
-                log.warning("low_memory=True loads lean weights, which the disk cache cannot hold: disk_cache is off")
-            config = config.replace(lean_weights=True, disk_cache=False)
-        self.session_config = config
+        self.session_config = config = _session_config(providers, disk_cache, low_memory, mem_pattern)
         self.cache = cache if cache is not None else ModelCache(max_models=4)
         self._owns_cache = cache is None
         t0 = time.perf_counter()

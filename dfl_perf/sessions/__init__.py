@@ -7,7 +7,12 @@ Importing this package does not import onnxruntime; building a session does.
 from __future__ import annotations
 
 from dfl_perf.sessions.cache import ModelCache
-from dfl_perf.sessions.config import COMPILING_PROVIDERS, GPU_PROVIDERS, SessionConfig
+from dfl_perf.sessions.config import (
+    COMPILING_PROVIDERS,
+    GPU_PROVIDERS,
+    MEM_PATTERN_OFF_PROVIDERS,
+    SessionConfig,
+)
 from dfl_perf.sessions.create import SessionInfo, create_session, create_session_with_info, resolve_model
 from dfl_perf.sessions.diskcache import OptimizedModelCache, optimized_cache_dir
 from dfl_perf.sessions.errors import (
@@ -23,5 +28,5 @@ __all__ = [
     "SessionConfig", "create_session", "create_session_with_info", "SessionInfo", "resolve_model",
     "ModelCache", "OptimizedModelCache", "optimized_cache_dir", "warmup_session", "zero_inputs",
     "ModelLoadError", "ModelNotFoundError", "InvalidModelError", "UnsupportedModelError", "ProviderError",
-    "GPU_PROVIDERS", "COMPILING_PROVIDERS",
+    "GPU_PROVIDERS", "COMPILING_PROVIDERS", "MEM_PATTERN_OFF_PROVIDERS",
 ]

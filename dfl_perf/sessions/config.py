@@ -24,6 +24,11 @@ COMPILING_PROVIDERS = frozenset({
     "MIGraphXExecutionProvider", "NnapiExecutionProvider", "QNNExecutionProvider", "VitisAIExecutionProvider",
 })
 
+#: Providers whose sessions dfl_perf builds with onnxruntime's memory pattern off: DirectML needs it
+#: off; on a CPU it keeps a second set of activations beside the arena's, for no speed
+#: (benchmarks/RESULTS.md, "memory pattern off on a CPU").
+MEM_PATTERN_OFF_PROVIDERS = frozenset({"CPUExecutionProvider", "DmlExecutionProvider"})
+
 _LEVELS = ("disable", "basic", "extended", "all")
 _LEVEL_ALIASES = {0: "disable", 1: "basic", 2: "extended", 99: "all", "disable_all": "disable",
                   "enable_basic": "basic", "enable_extended": "extended", "enable_all": "all"}

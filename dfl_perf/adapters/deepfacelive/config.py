@@ -36,7 +36,8 @@ class DFLConfig:
     - ``tensorrt``: put TensorRT (with its engine cache) before CUDA when it is installed.
     - ``optimized_model_cache``: save and reuse onnxruntime's optimized graph on disk.
     - ``lean_weights``: load model files from their lean copy (``SessionConfig.lean_weights``):
-      about half the memory while a big DFM loads; replaces the optimized-model cache.
+      less memory while a big DFM loads (about half for dense weights, a quarter less for conv
+      weights on onnxruntime 1.32; benchmarks/RESULTS.md); replaces the optimized-model cache.
     - ``cache_dir``: disk cache folder for this process and its workers (``install`` sets
       ``DFL_PERF_CACHE_DIR``; default: dfl_perf's user cache dir).
     - ``cache_sessions``: reuse a session within a process for the same model and device.

@@ -200,15 +200,14 @@ def _providers(config: DFLConfig, ep: str, index: int, available: List[str]) -> 
 
 def session_config(config: DFLConfig, providers: List[Tuple[str, Dict[str, str]]], threads: int) -> Any:
     """The ``dfl_perf.sessions.SessionConfig`` for one DFL session (strict: the adapter does the fallback)."""
-    from dfl_perf.sessions import SessionConfig
+    from dfl_perf.sessions import MEM_PATTERN_OFF_PROVIDERS, SessionConfig
 
     spinning = None if config.allow_spinning else False
     base = SessionConfig.tuned(threads=threads, providers=providers)
     lean = bool(config.lean_weights)
     base = base.replace(intra_op_spinning=spinning, inter_op_spinning=spinning, lean_weights=lean,
                         disk_cache=bool(config.optimized_model_cache) and not lean, strict=True)
-    if providers[0][0] in ("DmlExecutionProvider", "CPUExecutionProvider"):
-        # DirectML needs it off; on a CPU it keeps a second set of activations for no speed (RESULTS.md)
+    if providers[0][0] in MEM_PATTERN_OFF_PROVIDERS:
         base = base.replace(enable_mem_pattern=False)
     return base
 

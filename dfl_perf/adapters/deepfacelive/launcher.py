@@ -46,8 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tensorrt", action="store_true", help="use TensorRT (engine cache on disk) before CUDA when installed")
     p.add_argument("--no-optimized-cache", action="store_true", help="do not keep optimized models on disk")
     p.add_argument("--lean-weights", action="store_true",
-                   help="load models from a copy with their weights in a separate file: about half the memory "
-                        "while a DFM loads (made once per model; needs the onnx package)")
+                   help="load models from a copy with their weights in a separate file: less memory while a "
+                        "DFM loads (made once per model; needs the onnx package)")
     p.add_argument("--cache-dir", default=None, metavar="DIR", help="disk cache folder (default: dfl_perf's user cache)")
     p.add_argument("--no-fast-dfm", action="store_true", help="keep DeepFaceLive's own DFMModel.convert")
     p.add_argument("--no-meter", action="store_true", help="keep DeepFaceLive's own per-module FPS meter")
