@@ -4,6 +4,7 @@ pipeline accounts for every frame, drops in live mode, and leaves no thread or l
 from __future__ import annotations
 
 import time
+import weakref
 
 import numpy as np
 import pytest
@@ -89,10 +90,31 @@ def test_files_mode_holds_at_most_max_in_flight_frames_through_a_stall(frames, n
         runner.swap = stalling_swap
         stats = runner.run(source(), sink=sink)
     assert stats.frames == 40
-    # the feeder holds one frame from the source while it waits for room: limit + 1 at most
-    assert max(held) <= 4 + 1, held
+    # the feeder waits for room before it takes a frame, and the sink's frame keeps its place
+    assert max(held) <= 4, held
     with pytest.raises(ValueError, match="max_in_flight must be None or >= 1"):
         OptimizedRunner(FAST, max_in_flight=0)
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("merge_in_place", [False, True])
+def test_files_mode_keeps_no_more_than_max_in_flight_frames_alive(frames, merge_in_place, no_thread_leak):
+    alive = []  # source frames still referenced anywhere, counted as each new one is made
+    made = []
+
+    def source():
+        for i in range(30):
+            alive.append(sum(ref() is not None for ref in made))
+            frame = frames[i % len(frames)].copy()  # a new array each time, like a video reader's
+            made.append(weakref.ref(frame))
+            yield frame
+            del frame
+
+    with OptimizedRunner(FAST, swap_workers=2, max_in_flight=3, merge_in_place=merge_in_place) as runner:
+        stats = runner.run(source(), sink=lambda i, f: None)
+    assert stats.frames == 30
+    # 3 in flight, counted before the 4th is made: the frame the sink last had is already gone
+    assert max(alive) <= 3, alive
 
 
 @pytest.mark.timeout(180)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
 import numpy as np
 
@@ -52,8 +52,10 @@ class InFlight:
 
     Results arrive in id order, so when result ``n`` arrives, frames below ``n`` that are still
     here were dropped unread from a full output (live mode): their pooled buffers must go back.
-    ``limit`` bounds how many frames are in flight at once: ``add`` waits for room (``cancel``
-    wakes it), so the frame-sized buffers a run holds stay bounded whatever the queues do.
+    ``limit`` bounds how many frames are alive at once, from the source to the end of the sink:
+    ``wait_for_room`` (call it before taking a frame from the source) and ``add`` wait for room
+    (``cancel`` wakes them), and a frame taken for the sink keeps its place until ``finish``, so
+    the frame-sized buffers a run holds stay bounded whatever the queues do.
     """
 
     def __init__(self, limit: Optional[int] = None) -> None:
@@ -62,20 +64,40 @@ class InFlight:
         self.limit = limit
         self._changed = threading.Condition()
         self._items: Dict[int, FrameItem] = {}
+        self._finishing: Set[int] = set()  # taken for the sink, not finished
         self._next = 0
         self._cancelled = False
         self.peak = 0
 
-    def add(self, item: FrameItem) -> bool:
-        """Hold ``item`` (waiting while ``limit`` frames are in flight); False once cancelled."""
+    def wait_for_room(self) -> bool:
+        """Wait while ``limit`` frames are alive; False once cancelled."""
         with self._changed:
-            while self.limit is not None and len(self._items) >= self.limit and not self._cancelled:
-                self._changed.wait()
-            if self._cancelled:
+            return self._wait_for_room()
+
+    def admit(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """The frames of ``frames``, each taken from it only once there is room (ends when cancelled)."""
+        source = iter(frames)
+        while self.wait_for_room():
+            try:
+                frame = next(source)
+            except StopIteration:
+                return
+            yield frame
+
+    def add(self, item: FrameItem) -> bool:
+        """Hold ``item`` (waiting while ``limit`` frames are alive); False once cancelled."""
+        with self._changed:
+            if not self._wait_for_room():
                 return False
             self._items[item.index] = item
-            self.peak = max(self.peak, len(self._items))
+            self.peak = max(self.peak, len(self._items) + len(self._finishing))
             return True
+
+    def _wait_for_room(self) -> bool:
+        while (self.limit is not None and len(self._items) + len(self._finishing) >= self.limit
+               and not self._cancelled):
+            self._changed.wait()
+        return not self._cancelled
 
     def cancel(self) -> None:
         """Wake a waiting ``add`` and refuse later ones (the run is stopping)."""
@@ -84,16 +106,28 @@ class InFlight:
             self._changed.notify_all()
 
     def take(self, frame_id: int) -> Tuple[Optional[FrameItem], List[FrameItem]]:
-        """(the item of ``frame_id``, the items below it that were skipped)."""
+        """(the item of ``frame_id``, the items below it that were skipped).
+
+        The skipped ones leave at once; the item keeps its place until ``finish(frame_id)``.
+        """
         with self._changed:
             missed = [self._items.pop(k) for k in range(self._next, frame_id) if k in self._items]
             self._next = max(self._next, frame_id + 1)
             item = self._items.pop(frame_id, None)
+            if item is not None:
+                self._finishing.add(frame_id)
             self._changed.notify_all()
             return item, missed
+
+    def finish(self, frame_id: int) -> None:
+        """The sink is done with a taken frame: its place is free."""
+        with self._changed:
+            self._finishing.discard(frame_id)
+            self._changed.notify_all()
 
     def take_all(self) -> List[FrameItem]:
         with self._changed:
             items, self._items = list(self._items.values()), {}
+            self._finishing.clear()
             self._changed.notify_all()
             return items

@@ -250,7 +250,7 @@ class OptimizedRunner:
     def _feed(self, pipe: Any, frames: Iterable[np.ndarray], errors: List[BaseException],
               inflight: InFlight, stop: threading.Event) -> None:
         try:
-            for index, frame in enumerate(frames):
+            for index, frame in enumerate(inflight.admit(frames)):  # no frame read ahead of room for it
                 if stop.is_set():
                     break
                 item = FrameItem(index, frame)
@@ -282,6 +282,8 @@ class OptimizedRunner:
         finally:
             if item is not None:
                 self._drop_buffers(item)
+                item.frame = None  # the result still holds the item until the next one arrives
+                inflight.finish(result.id)
 
     def _frame_failed(self, result: Any, stats: RunStats) -> None:
         """Files: raise (a bad frame as itself). Live: keep the message, warn once per run, go on."""
