@@ -43,7 +43,7 @@ from typing import Any, Dict, List, Optional, Tuple
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import median, print_header, write_json  # noqa: E402
 
-from dfl_perf.benchmark.measure import peak_rss_bytes  # noqa: E402
+from dfl_perf.benchmark.measure import RssSplitSampler, peak_rss_bytes  # noqa: E402
 
 MODES = ("baseline", "optimized", "low_memory")
 FLOOR = "one_frame"  # low_memory over one frame: the least a run of these models can peak at
@@ -105,12 +105,15 @@ def _child(mode: str, width: int, height: int, frames: int, weights_mb: float, s
     rss_start = _rss_bytes()
     runner, count = ("low_memory", 1) if mode == FLOOR else (mode, frames)
     try:
-        report = run_workload(runner, width, height, count, weights_mb, samples)
+        with RssSplitSampler() as split:
+            report = run_workload(runner, width, height, count, weights_mb, samples)
     except NotImplementedError as exc:
         print(json.dumps({"error": "not_implemented", "message": str(exc)}))
         return 2
+    peaks = split.peaks or {}
     print(json.dumps({"mode": mode, "width": width, "height": height, "frames": frames,
                       "rss_start": rss_start, "peak_rss": peak_rss_bytes(), "rss_end": _rss_bytes(),
+                      "peak_anon": peaks.get("anon"), "peak_file": peaks.get("file"),
                       "workload": report}, default=str))
     return 0
 
@@ -134,9 +137,13 @@ def measure_once(mode: str, width: int, height: int, frames: int, timeout: float
 
 def _cell(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
     """One table cell: medians over a cell's repeats, and the runs themselves."""
-    return {"peak_rss": median(r["peak_rss"] for r in runs), "rss_start": median(r["rss_start"] for r in runs),
+    cell = {"peak_rss": median(r["peak_rss"] for r in runs), "rss_start": median(r["rss_start"] for r in runs),
             "rss_ready": median(r["workload"]["rss_ready"] for r in runs),
             "fps": median(r["workload"]["fps"] for r in runs), "runs": runs}
+    for key in ("peak_anon", "peak_file"):
+        values = [r[key] for r in runs if r.get(key) is not None]
+        cell[key] = median(values) if values else None
+    return cell
 
 
 def _parse_resolution(text: str) -> Tuple[int, int]:
@@ -182,6 +189,23 @@ def table(rows: List[Dict[str, Any]]) -> List[str]:
                             for m in MODES[1:])
         lines.append("| %dx%d | %d | %.1f | %s | %s | %s | %s | %s | %s |" % (
             row["width"], row["height"], row["frames"], base / MB, cells[0], cells[1], cells[2], fps, ready, pixels))
+    return lines
+
+
+def split_table(rows: List[Dict[str, Any]]) -> List[str]:
+    """Each peak's two parts, sampled: anonymous (the process's own allocations) and file-backed
+    (library code and memory-mapped weights), with the anonymous part's change from the baseline."""
+    modes = MODES + (FLOOR,)
+    lines = ["| resolution | anonymous peak MB: " + " / ".join(modes) + " (change) | file-backed peak MB: "
+             + " / ".join(modes) + " |", "|---|---:|---:|"]
+    for row in rows:
+        if row["baseline"].get("peak_anon") is None:
+            return []  # no split on this system
+        base = row["baseline"]["peak_anon"]
+        anon = " / ".join("%.0f" % (row[m]["peak_anon"] / MB) for m in modes)
+        change = " / ".join(_change(row[m]["peak_anon"], base) for m in modes[1:])
+        files = " / ".join("%.0f" % (row[m]["peak_file"] / MB) for m in modes)
+        lines.append("| %dx%d | %s (%s) | %s |" % (row["width"], row["height"], anon, change, files))
     return lines
 
 
@@ -240,6 +264,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("not ready: %s" % exc)
         return 2
     print("\n".join(table(rows)))
+    split = split_table(rows)
+    if split:
+        print("peaks by part (sampled every 2 ms: lower bounds; a file-backed part also depends on the page cache):")
+        print("\n".join(split))
     write_json(args.json, {"machine": info, "frames": frames, "repeats": repeats, "dfm_weights_mb": args.dfm_weights_mb,
                            "rows": rows})
     return 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -86,3 +87,16 @@ def test_peak_rss_of_a_child_does_not_count_its_parent():
     child = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
     del ballast
     assert 1 << 20 < child < 100 << 20, "the child reported %d MB: its parent's peak, not its own" % (child >> 20)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RssAnon/RssFile are Linux's /proc/self/status")
+def test_rss_split_sampler_sees_an_allocation_as_anonymous_and_stops(no_thread_leak):
+    from dfl_perf.benchmark.measure import RssSplitSampler
+
+    with RssSplitSampler(interval=0.001) as sampler:
+        before = dict(sampler.peaks)
+        ballast = np.ones(64 << 20, np.uint8)  # 64 MiB, every page touched
+        time.sleep(0.05)
+        del ballast
+    assert sampler.peaks["anon"] >= before["anon"] + (60 << 20), (before, sampler.peaks)
+    assert sampler.peaks["file"] >= before["file"] > 0

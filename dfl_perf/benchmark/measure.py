@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import gc
 import sys
+import threading
 import time
-from typing import Any, Callable, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["peak_rss_bytes", "allocations_per_frame", "stage_cpu_seconds"]
+__all__ = ["peak_rss_bytes", "RssSplitSampler", "allocations_per_frame", "stage_cpu_seconds"]
 
 BIG_ALLOCATION = 64 * 1024
 
@@ -38,6 +39,59 @@ def peak_rss_bytes() -> int:
 
         info = psutil.Process().memory_info()
         return int(getattr(info, "peak_wset", info.rss))
+
+
+def _rss_split() -> Optional[Dict[str, int]]:
+    """This process's resident memory now, split: ``anon`` (its own allocations) and ``file``
+    (mapped files: library code, memory-mapped weights). Linux only (None elsewhere)."""
+    split: Dict[str, int] = {}
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(("RssAnon:", "RssFile:")):
+                    split["anon" if line.startswith("RssAnon") else "file"] = int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return split if len(split) == 2 else None
+
+
+class RssSplitSampler:
+    """Sampled peaks of anonymous and file-backed RSS, from a thread, while the ``with`` block runs.
+
+    The kernel keeps a high-water mark of the total only (``peak_rss_bytes``); the split shows
+    which part a peak is: memory the process allocated, or pages of mapped files (shared library
+    code, whose resident size also depends on how the page cache holds those files). A peak
+    shorter than ``interval`` can be missed, so these are lower bounds. ``peaks`` is
+    ``{"anon": bytes, "file": bytes}``, or None where ``/proc/self/status`` has no split.
+    """
+
+    def __init__(self, interval: float = 0.002) -> None:
+        self.interval = interval
+        self.peaks: Optional[Dict[str, int]] = None
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    def _sample(self) -> None:
+        split = _rss_split()
+        if split is not None:
+            old = self.peaks or split
+            self.peaks = {k: max(old[k], split[k]) for k in split}
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def __enter__(self) -> RssSplitSampler:
+        self._sample()
+        self._thread = threading.Thread(target=self._loop, name="rss-split-sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._sample()
 
 
 def allocations_per_frame(process: Callable[[int], Any], frames: int) -> Dict[str, float]:

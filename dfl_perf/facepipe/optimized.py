@@ -53,7 +53,8 @@ class OptimizedRunner:
     """dfl_perf's way: tuned cached sessions, IOBinding with pools, a three-stage Pipeline.
 
     ``live=False`` (files, benchmarks) processes every frame in order with back-pressure, with at
-    most ``max_in_flight`` frames between the source and the sink (default: swap workers + 3);
+    most ``max_in_flight`` frames alive from the source to the end of the sink (default: swap
+    workers + 3; no frame is read from the source before there is room for it);
     ``live=True`` (cameras) drops the oldest waiting frame and frames older than ``deadline``.
     On a CPU, onnxruntime's memory pattern is off: with it on, onnxruntime keeps a planned block
     beside the arena's chunks, about 0.5x the model's activations more, for no measurable speed
