@@ -4,7 +4,7 @@ The workload is ``dfl_perf.facepipe.workload``: YuNet -> align -> DFM stand-in (
 the generated clip; baseline = DFL's way (DFL's session options, sequential, fresh arrays, DFL's
 full-frame float32 merge), optimized = dfl_perf's (tuned cached sessions, pooled IOBinding, the
 Pipeline, a MemoryManager over the pool and the cache), low_memory = the same with
-``OptimizedRunner(low_memory=True, merge_in_place=True)`` (one swap worker, three frames in flight,
+``OptimizedRunner(low_memory=True, merge_in_place=True)`` (one swap worker, at most three frames alive,
 onnxruntime's memory pattern off, lean weights, faces merged into the source frame). Frames are
 rendered one at a time in every mode, so no frame list inflates a peak. The first run of each mode
 saves every 100th output frame to disk as it goes; the table compares them pixel by pixel with the

@@ -139,7 +139,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-faces", type=int, default=1, help="faces to swap per frame (default 1)")
     p.add_argument("--max-frames", type=int, help="stop after this many frames")
     p.add_argument("--low-memory", action="store_true",
-                   help="smaller peak memory for a little less FPS (one swap worker, 3 frames in flight)")
+                   help="smaller peak memory for a little less FPS (one swap worker, at most 3 frames alive)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run)
 

@@ -60,7 +60,7 @@ class OptimizedRunner:
     beside the arena's chunks, about 0.5x the model's activations more, for no measurable speed
     (off for DirectML too, which needs it; ``mem_pattern=True``/``False`` overrides the choice).
     ``low_memory=True`` trades a little throughput for a smaller peak: one swap worker (one set of
-    the swap model's activations), swap workers + 2 frames in flight, the memory pattern off on
+    the swap model's activations), swap workers + 2 frames alive, the memory pattern off on
     any device, and lean weights (``SessionConfig.lean_weights``: models loaded from a copy with
     their weights in a separate file, fewer copies of the weights in memory; no disk cache).
     ``merge_in_place=True`` merges the faces into the input frame itself and hands that to the sink
