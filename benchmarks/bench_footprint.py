@@ -17,7 +17,7 @@ most any pipeline of these models and libraries could save at that resolution.
 
 Each (mode, resolution, repeat) runs in a fresh Python process, so one run's allocations never
 count in another's peak. The child imports the workload, reads its RSS (``rss_start``), runs the
-frames, and reports the process's high-water mark (``ru_maxrss``; ``peak_wset`` on Windows) and
+frames, and reports the process's high-water mark (``VmHWM``; ``peak_wset`` on Windows) and
 its RSS at the end; ``rss_ready`` is its RSS once the runner is built (libraries, clip, sessions),
 the floor no run can go under. The table gives medians over the repeats and each mode's change
 from the baseline.

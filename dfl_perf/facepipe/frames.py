@@ -100,7 +100,7 @@ class InFlight:
         return not self._cancelled
 
     def cancel(self) -> None:
-        """Wake a waiting ``add`` and refuse later ones (the run is stopping)."""
+        """Wake a waiting ``add`` or ``wait_for_room`` and refuse later ones (the run is stopping)."""
         with self._changed:
             self._cancelled = True
             self._changed.notify_all()
