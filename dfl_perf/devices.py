@@ -9,13 +9,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+
+from dfl_perf.ortinfo import ort_version
 
 __all__ = [
     "GpuInfo", "GpuList", "detect_gpus", "PROVIDER_ORDER", "PROVIDER_ALIASES", "available_providers",
@@ -98,6 +101,43 @@ def _read_gpu(nvml, index: int, driver: Optional[str]) -> GpuInfo:
                    int(mem.used), util, driver, cc)
 
 
+class NvmlUnavailable(RuntimeError):
+    """NVML cannot be used in this process; the message says why (no pynvml, no driver)."""
+
+
+def open_nvml() -> Any:
+    """The ``pynvml`` module with NVML initialised; ``close_nvml`` it when done. Raises
+    NvmlUnavailable saying what is missing. No onnxruntime import, no CUDA context."""
+    from dfl_perf.lazy import optional_import
+
+    nvml = optional_import("pynvml")
+    if nvml is None:
+        raise NvmlUnavailable("NVML not available: pynvml not installed (package nvidia-ml-py)")
+    try:
+        nvml.nvmlInit()
+    except Exception as exc:
+        raise NvmlUnavailable("NVML could not start (no NVIDIA driver?): %s" % exc) from None
+    return nvml
+
+
+def close_nvml(nvml: Any) -> None:
+    """Shut NVML down after ``open_nvml``; errors are ignored (the process is done with it)."""
+    try:
+        nvml.nvmlShutdown()
+    except Exception:
+        pass
+
+
+@contextlib.contextmanager
+def nvml_session() -> Iterator[Any]:
+    """``with nvml_session() as nvml:`` NVML initialised for the block (``open_nvml``'s errors)."""
+    nvml = open_nvml()
+    try:
+        yield nvml
+    finally:
+        close_nvml(nvml)
+
+
 def detect_gpus() -> GpuList:
     """NVIDIA GPUs through NVML, without importing onnxruntime or creating a CUDA context.
 
@@ -105,34 +145,21 @@ def detect_gpus() -> GpuList:
     GpuList whose ``reason`` says what was missing.
     """
     gpus = GpuList()
-    from dfl_perf.lazy import optional_import
-
-    nvml = optional_import("pynvml")
-    if nvml is None:
-        gpus.reason = "NVML not available: the pynvml module (package nvidia-ml-py) is not installed"
-        return gpus
     try:
-        nvml.nvmlInit()
-    except Exception as exc:
-        gpus.reason = "NVML could not start (no NVIDIA driver?): %s" % exc
-        return gpus
-    try:
-        try:
-            driver: Optional[str] = _text(nvml.nvmlSystemGetDriverVersion())
-        except Exception:
-            driver = None
-        for index in range(int(nvml.nvmlDeviceGetCount())):
-            gpus.append(_read_gpu(nvml, index, driver))
-        if not gpus:
-            gpus.reason = "NVML found no GPU"
+        with nvml_session() as nvml:
+            try:
+                driver: Optional[str] = _text(nvml.nvmlSystemGetDriverVersion())
+            except Exception:
+                driver = None
+            for index in range(int(nvml.nvmlDeviceGetCount())):
+                gpus.append(_read_gpu(nvml, index, driver))
+            if not gpus:
+                gpus.reason = "NVML found no GPU"
+    except NvmlUnavailable as exc:
+        gpus.reason = str(exc)
     except Exception as exc:
         del gpus[:]
         gpus.reason = "NVML query failed: %s" % exc
-    finally:
-        try:
-            nvml.nvmlShutdown()
-        except Exception:
-            pass
     return gpus
 
 
@@ -146,19 +173,6 @@ def available_providers() -> List[str]:
     if ort is None:
         return []
     return list(ort.get_available_providers())
-
-
-def _onnxruntime_version() -> Tuple[int, ...]:
-    from dfl_perf.lazy import optional_import
-
-    ort = optional_import("onnxruntime")
-    if ort is None:
-        return (0,)
-    parts = []
-    for piece in str(ort.__version__).split(".")[:3]:
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        parts.append(int(digits) if digits else 0)
-    return tuple(parts)
 
 
 def canonical_provider(name: str) -> str:
@@ -188,9 +202,9 @@ def tensorrt_cache_dir() -> Path:
     TensorRT version (an engine built by one version is not valid for another)."""
     from dfl_perf.paths import user_cache_dir
 
-    ort_version = ".".join(str(v) for v in _onnxruntime_version())
-    trt_version = _distribution_version("tensorrt") or _distribution_version("tensorrt-libs") or "system"
-    return user_cache_dir() / "tensorrt" / ("ort-%s_trt-%s" % (ort_version, trt_version))
+    ort = ".".join(str(v) for v in ort_version())
+    trt = _distribution_version("tensorrt") or _distribution_version("tensorrt-libs") or "system"
+    return user_cache_dir() / "tensorrt" / ("ort-%s_trt-%s" % (ort, trt))
 
 
 def default_provider_options(name: str, device_id: int = 0, cache_dir: Optional[Path] = None) -> Dict[str, str]:
@@ -203,7 +217,7 @@ def default_provider_options(name: str, device_id: int = 0, cache_dir: Optional[
         trt_dir = str(Path(cache_dir) if cache_dir else tensorrt_cache_dir())
         options = {"device_id": str(device_id), "trt_engine_cache_enable": "1",
                    "trt_engine_cache_path": trt_dir, "trt_timing_cache_enable": "1"}
-        if _onnxruntime_version() >= (1, 16):
+        if ort_version() >= (1, 16):
             options["trt_timing_cache_path"] = trt_dir
         return options
     if name in ("DmlExecutionProvider", "ROCMExecutionProvider"):

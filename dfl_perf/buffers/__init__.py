@@ -11,9 +11,8 @@ Importing this package imports numpy only; onnxruntime is imported when a sessio
 from __future__ import annotations
 
 from ._graph import CudaGraphFallbackWarning
-from ._ort import BoundSessionError
 from ._pools import BufferPool, OrtValuePool, PoolError
-from .bound import BoundSession
+from .bound import BoundSession, BoundSessionError
 from .dfm import DFMContractError, DFMOutputs, DFMRunner
 
 __all__ = [

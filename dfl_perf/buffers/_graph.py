@@ -12,7 +12,8 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ._ort import ort_module, short_error
+from dfl_perf.ortinfo import ort_message, ort_module
+
 from ._pools import OrtValuePool
 
 __all__ = ["CudaGraphFallbackWarning", "GraphUnavailable", "graph_session_for", "CudaGraphPath", "warn_fallback"]
@@ -61,7 +62,7 @@ def graph_session_for(session: Any, device_type: str) -> Tuple[Any, bool]:
                                      providers=[("CUDAExecutionProvider", opts)])
     except Exception as exc:
         raise GraphUnavailable("onnxruntime cannot run this model under a CUDA graph: %s"
-                               % short_error(exc)) from None
+                               % ort_message(exc)) from None
     return clone, True
 
 

@@ -10,9 +10,9 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ._ort import ort_module, parse_device
+from dfl_perf.ortinfo import ort_message, ort_module
 
-__all__ = ["BufferPool", "OrtValuePool", "PoolError"]
+__all__ = ["BufferPool", "OrtValuePool", "PoolError", "parse_device"]
 
 Shape = Union[int, Sequence[int]]
 _Key = Tuple[Tuple[int, ...], np.dtype]
@@ -20,6 +20,20 @@ _Key = Tuple[Tuple[int, ...], np.dtype]
 
 class PoolError(ValueError):
     """A buffer was released twice, or released to a pool that does not own it."""
+
+
+def parse_device(device: str, device_id: int = 0) -> Tuple[str, int]:
+    """'cuda:1' -> ('cuda', 1); ('cuda', 2) -> ('cuda', 2); 'cpu' -> ('cpu', 0)."""
+    if not isinstance(device, str) or not device:
+        raise ValueError("device must be a string such as 'cpu' or 'cuda:0', got %r" % (device,))
+    name, sep, index = device.strip().lower().partition(":")
+    if sep:
+        if not index.isdigit():
+            raise ValueError("device %r: the part after ':' must be a device index" % device)
+        device_id = int(index)
+    if int(device_id) < 0:
+        raise ValueError("device %r: device_id must be >= 0, got %d" % (device, device_id))
+    return name, (0 if name == "cpu" else int(device_id))
 
 
 class _Slot:
@@ -287,8 +301,7 @@ class OrtValuePool(_PoolCore):
             ort.OrtValue.ortvalue_from_shape_and_type([1], np.float32, self.device_type, self.device_id)
         except Exception as exc:
             raise ValueError("OrtValuePool: onnxruntime %s (providers %s) cannot allocate on %r: %s" % (
-                ort.__version__, ", ".join(ort.get_available_providers()), self.device,
-                str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)) from None
+                ort.__version__, ", ".join(ort.get_available_providers()), self.device, ort_message(exc))) from None
 
     def _key(self, shape: Shape, dtype: Any) -> _Key:
         dt = np.dtype(dtype)

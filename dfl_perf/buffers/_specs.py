@@ -6,7 +6,7 @@ from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ._ort import numpy_dtype_of
+from dfl_perf.ortinfo import numpy_dtype_of
 
 __all__ = ["TensorSpec", "tensor_specs", "check_feed_names", "describe_shape"]
 
@@ -70,7 +70,7 @@ def tensor_specs(args: Sequence[Any], what: str) -> List[TensorSpec]:
     specs = []
     for arg in args:
         dtype = numpy_dtype_of(arg.type)
-        if dtype is None:
+        if dtype is None or dtype.hasobject:
             raise ValueError("%s %r has type %s; BoundSession handles numeric and bool tensors only"
                              % (what, arg.name, arg.type))
         specs.append(TensorSpec(arg.name, dtype, list(arg.shape or []), arg.type))

@@ -9,18 +9,23 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
+from dfl_perf.ortinfo import ort_message, ort_module
+
 from ._graph import CudaGraphPath, GraphUnavailable, graph_session_for, session_has_cuda_graph, warn_fallback
 from ._guard import RunGuard
-from ._ort import BoundSessionError, ort_module, parse_device, short_error
-from ._pools import BufferPool, OrtValuePool
+from ._pools import BufferPool, OrtValuePool, parse_device
 from ._specs import TensorSpec, check_feed_names, tensor_specs
 
-__all__ = ["BoundSession"]
+__all__ = ["BoundSession", "BoundSessionError"]
 
 Signature = Tuple[Tuple[int, ...], ...]
 # Output plan per input signature: ("declared" | "learned", shapes) or ("dynamic", None) when the
 # output shapes depend on the input values (every run then lets onnxruntime allocate).
 _Plan = Tuple[str, Optional[Tuple[Tuple[int, ...], ...]]]
+
+
+class BoundSessionError(RuntimeError):
+    """onnxruntime refused a run or a binding; the message says which tensor and why."""
 
 
 class _ThreadState:
@@ -294,7 +299,7 @@ class BoundSession:
         try:
             self.session.run_with_iobinding(state.io)
         except Exception as exc:
-            raise BoundSessionError("onnxruntime failed to run the model: %s" % short_error(exc)) from None
+            raise BoundSessionError("onnxruntime failed to run the model: %s" % ort_message(exc)) from None
         if as_ortvalues:
             return list(state.io.get_outputs())
         return [a if a.flags.owndata else a.copy() for a in state.io.copy_outputs_to_cpu()]
@@ -339,7 +344,7 @@ class BoundSession:
             outputs = graph.run(self.input_names, values, sig, self.output_names, plan[1],
                                 [s.dtype for s in self.outputs], as_ortvalues)
         except Exception as exc:
-            reason = "the run under a CUDA graph failed: %s" % short_error(exc)
+            reason = "the run under a CUDA graph failed: %s" % ort_message(exc)
             with self._lock:
                 first = self._graph is graph  # only the first failing thread reports it
                 self._graph = None

@@ -12,8 +12,9 @@ from typing import Any, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from dfl_perf.ortinfo import numpy_dtype_of
+
 from ._guard import RunGuard
-from ._ort import numpy_dtype_of
 from ._pools import BufferPool
 from ._specs import TensorSpec, describe_shape
 from .bound import BoundSession

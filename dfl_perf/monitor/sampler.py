@@ -34,18 +34,16 @@ class _Nvml:
     """NVML handles opened once and read per sample; absent NVML or driver means no GPUs."""
 
     def __init__(self) -> None:
-        self.module = optional_import("pynvml")
+        from dfl_perf.devices import NvmlUnavailable, open_nvml
+
+        self.module: Any = None
         self.handles: List[Any] = []
         self.names: List[str] = []
         self.reason: Optional[str] = None
-        if self.module is None:
-            self.reason = "pynvml not installed"
-            return
         try:
-            self.module.nvmlInit()
-        except Exception as exc:  # no NVIDIA driver: not an error for a monitor
-            self.reason = "NVML init failed: %s" % (exc,)
-            self.module = None
+            self.module = open_nvml()
+        except NvmlUnavailable as exc:  # no pynvml or no NVIDIA driver: not an error for a monitor
+            self.reason = str(exc)
             return
         try:
             for index in range(int(self.module.nvmlDeviceGetCount())):
@@ -76,7 +74,9 @@ class _Nvml:
 
     def close(self) -> None:
         if self.module is not None:
-            _query(self.module.nvmlShutdown)
+            from dfl_perf.devices import close_nvml
+
+            close_nvml(self.module)
             self.module = None
 
 

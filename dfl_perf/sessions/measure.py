@@ -31,28 +31,17 @@ def _host_rss() -> Optional[int]:
 
 def _device_used(device_id: int) -> Optional[int]:
     """Device memory this process uses on GPU ``device_id`` according to NVML; None when unknown."""
-    from dfl_perf.lazy import optional_import
+    from dfl_perf.devices import nvml_session
 
-    nvml = optional_import("pynvml")
-    if nvml is None:
-        return None
     try:
-        nvml.nvmlInit()
-    except Exception:
+        with nvml_session() as nvml:
+            handle = nvml.nvmlDeviceGetHandleByIndex(device_id)
+            for proc in nvml.nvmlDeviceGetComputeRunningProcesses(handle):
+                if proc.pid == os.getpid():
+                    return int(proc.usedGpuMemory or 0)
+            return 0
+    except Exception:  # NvmlUnavailable, or an NVML error: not measurable
         return None
-    try:
-        handle = nvml.nvmlDeviceGetHandleByIndex(device_id)
-        for proc in nvml.nvmlDeviceGetComputeRunningProcesses(handle):
-            if proc.pid == os.getpid():
-                return int(proc.usedGpuMemory or 0)
-        return 0
-    except Exception:
-        return None
-    finally:
-        try:
-            nvml.nvmlShutdown()
-        except Exception:
-            pass
 
 
 def clamp_measured(delta: Optional[int], file_size: int) -> int:

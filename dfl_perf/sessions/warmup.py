@@ -7,15 +7,9 @@ from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 
-__all__ = ["warmup_session", "zero_inputs", "ONNX_TYPE_TO_NUMPY"]
+from dfl_perf.ortinfo import numpy_dtype_of
 
-ONNX_TYPE_TO_NUMPY: Dict[str, Any] = {
-    "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
-    "tensor(int8)": np.int8, "tensor(int16)": np.int16, "tensor(int32)": np.int32, "tensor(int64)": np.int64,
-    "tensor(uint8)": np.uint8, "tensor(uint16)": np.uint16, "tensor(uint32)": np.uint32,
-    "tensor(uint64)": np.uint64, "tensor(bool)": np.bool_, "tensor(string)": np.object_,
-}
-
+__all__ = ["warmup_session", "zero_inputs"]
 
 def zero_inputs(session: Any, dims: Optional[Mapping[str, int]] = None) -> Dict[str, np.ndarray]:
     """Zero arrays for every input of ``session``: declared sizes, symbolic dimensions from ``dims``
@@ -23,7 +17,7 @@ def zero_inputs(session: Any, dims: Optional[Mapping[str, int]] = None) -> Dict[
     dims = dict(dims or {})
     feeds = {}
     for arg in session.get_inputs():
-        dtype = ONNX_TYPE_TO_NUMPY.get(arg.type)
+        dtype = numpy_dtype_of(arg.type)
         if dtype is None:
             raise ValueError("cannot build a warm-up value for input %r of type %s" % (arg.name, arg.type))
         shape = []
@@ -33,7 +27,7 @@ def zero_inputs(session: Any, dims: Optional[Mapping[str, int]] = None) -> Dict[
             else:
                 shape.append(int(dims.get(dim, 1)) if isinstance(dim, str) else 1)
         array = np.zeros(shape, dtype=dtype)
-        if dtype is np.object_:
+        if dtype.hasobject:
             array[...] = ""
         feeds[arg.name] = array
     return feeds
