@@ -103,7 +103,7 @@ def test_dfl_default_matches_inference_session_with_device(provider, device_id, 
     config = SessionConfig.dfl_default(provider, device_id)
     assert len(config.providers) == 1 and config.providers[0][1] == options
     assert config.enable_mem_pattern is mem_pattern
-    so, providers = config.to_session_options()
+    so, providers = config.to_session_options(), config.provider_list()
     default = ort.SessionOptions()
     assert so.log_severity_level == 4 and so.log_verbosity_level == -1
     assert providers == [(config.providers[0][0], dict(options))]
@@ -118,7 +118,7 @@ def test_to_session_options_applies_every_field():
                            graph_optimization="basic", execution_mode="parallel", enable_mem_pattern=False,
                            enable_cpu_mem_arena=False, log_severity_level=3, free_dimensions={"N": 2},
                            config_entries={"session.disable_prepacking": "1"}, providers="cpu")
-    so, providers = config.to_session_options()
+    so, providers = config.to_session_options(), config.provider_list()
     assert (so.intra_op_num_threads, so.inter_op_num_threads) == (2, 1)
     assert so.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     assert so.execution_mode == ort.ExecutionMode.ORT_PARALLEL
@@ -229,7 +229,7 @@ def test_in_memory_errors_say_so():
     with pytest.raises(UnsupportedModelError, match="in-memory model") as info:
         create_session(tiny_model(opset=99).SerializeToString())
     assert info.value.path is None
-    with pytest.raises(TypeError, match="path, bytes or onnx.ModelProto"):
+    with pytest.raises(TypeError, match="path, model bytes or onnx.ModelProto"):
         create_session(42)
 
 
@@ -374,7 +374,7 @@ def test_fresh_process_loads_the_cached_file(cache_dir, tmp_path):
 
 def _disk_cache_entry(tmp_path):
     """A conv model file, a disk-cache config, the cache, and the key its entry will have."""
-    from dfl_perf.sessions.create import resolve_model
+    from dfl_perf.sessions.source import resolve_model
 
     path = save(conv_model(), tmp_path / "conv.onnx")
     config = SessionConfig.tuned(threads=1, providers="cpu").replace(disk_cache=True)

@@ -376,7 +376,7 @@ class LruMachine(RuleBasedStateMachine):
 def _file_stamp(path):
     import os
 
-    from dfl_perf.sessions.diskcache import file_stamp
+    from dfl_perf.files import file_stamp
 
     real = os.path.realpath(str(path))
     return (real,) + tuple(file_stamp(os.stat(real)))

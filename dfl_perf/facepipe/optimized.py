@@ -36,12 +36,13 @@ def swap_workers_for(provider: str, budget: int) -> int:
 
 def _session_config(providers: Any, disk_cache: bool, low_memory: bool, mem_pattern: Optional[bool]) -> Any:
     """The runner's sessions' config: tuned, one thread each; see ``OptimizedRunner``."""
-    from dfl_perf.sessions import MEM_PATTERN_OFF_PROVIDERS, SessionConfig
+    from dfl_perf.sessions import SessionConfig
 
     config = SessionConfig.tuned(threads=1, providers=providers).replace(disk_cache=disk_cache)
-    if mem_pattern is None and (low_memory or providers[0][0] in MEM_PATTERN_OFF_PROVIDERS):
-        mem_pattern = False  # else None: onnxruntime's default
-    config = config.replace(enable_mem_pattern=mem_pattern)
+    if mem_pattern is None and low_memory:
+        mem_pattern = False
+    if mem_pattern is not None:  # else tuned's choice: off on a CPU and DirectML
+        config = config.replace(enable_mem_pattern=mem_pattern)
     if low_memory:
         if disk_cache:
             log.warning("low_memory=True loads lean weights, which the disk cache cannot hold: disk_cache is off")

@@ -13,7 +13,7 @@ from dfl_perf.sessions.config import (
     MEM_PATTERN_OFF_PROVIDERS,
     SessionConfig,
 )
-from dfl_perf.sessions.create import SessionInfo, create_session, create_session_with_info, resolve_model
+from dfl_perf.sessions.create import SessionInfo, create_session, create_session_with_info
 from dfl_perf.sessions.diskcache import OptimizedModelCache, optimized_cache_dir
 from dfl_perf.sessions.errors import (
     InvalidModelError,
@@ -22,6 +22,7 @@ from dfl_perf.sessions.errors import (
     ProviderError,
     UnsupportedModelError,
 )
+from dfl_perf.sessions.source import resolve_model
 from dfl_perf.sessions.warmup import warmup_session, zero_inputs
 
 __all__ = [

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import os
 import sys
 import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Dict, Hashable, Iterable, Iterator, List, Optional, Tuple
 
 from dfl_perf.sessions.config import GPU_PROVIDERS, SessionConfig
-from dfl_perf.sessions.create import ModelSource, create_session_with_info, resolve_model
-from dfl_perf.sessions.diskcache import file_stamp, sha256_file
+from dfl_perf.sessions.create import create_session_with_info
 from dfl_perf.sessions.measure import clamp_measured, estimate_bytes, measured_create
+from dfl_perf.sessions.source import ModelSource, model_identity, resolve_model
 from dfl_perf.sessions.warmup import warmup_session
 
 __all__ = ["ModelCache"]
@@ -91,7 +88,6 @@ class ModelCache:
         self._lock = threading.Lock()
         self._entries: OrderedDict = OrderedDict()
         self._pending: Dict[Hashable, Future] = {}
-        self._digests: Dict[Tuple[Any, ...], str] = {}
         self._stats: Dict[str, float] = dict.fromkeys(_STAT_NAMES, 0)
         self._stats["load_seconds"] = 0.0
         self._executor: Optional[ThreadPoolExecutor] = None
@@ -105,33 +101,19 @@ class ModelCache:
 
     # ------------------------------------------------------------------------------------- keys
 
-    def _model_key(self, source: ModelSource) -> Hashable:
-        if source.path is None:
-            return ("sha256", hashlib.sha256(source.data).hexdigest())
-        real = os.path.realpath(source.path)
-        stamp = (real,) + tuple(file_stamp(os.stat(real)))
-        if not self.hash_keys:
-            return ("file",) + stamp
-        with self._lock:
-            digest = self._digests.get(stamp)
-        if digest is None:
-            digest = sha256_file(Path(real))
-            with self._lock:
-                self._digests[stamp] = digest
-        return ("sha256", digest)
-
     def _key(self, model: Any, config: Optional[SessionConfig]) -> Tuple[Hashable, ModelSource, SessionConfig]:
         config = self.config if config is None else config
         source = resolve_model(model)
-        return (self._model_key(source), config), source, config
+        return (model_identity(source, by_content=self.hash_keys), config), source, config
 
     # ------------------------------------------------------------------------------------- get
 
     def get(self, model: Any, config: Optional[SessionConfig] = None):
         """The session for ``model`` (path, bytes or ModelProto) built with ``config`` (default: the cache's)."""
-        return self._get_entry(model, config).session
+        return self._get_entry(model, config)[1]
 
-    def _get_entry(self, model: Any, config: Optional[SessionConfig]) -> _Entry:
+    def _get_entry(self, model: Any, config: Optional[SessionConfig]) -> Tuple[_Entry, Any]:
+        """(entry, its session): the session is read under the lock, so a trim cannot free it between."""
         key, source, config = self._key(model, config)
         with self._lock:
             if self._closed:
@@ -140,7 +122,7 @@ class ModelCache:
             if entry is not None:
                 self._entries.move_to_end(key)
                 self._stats["hits"] += 1
-                return entry
+                return entry, entry.session
             pending = self._pending.get(key)
             owner = pending is None
             if owner:
@@ -152,7 +134,7 @@ class ModelCache:
             return pending.result()
         return self._load(key, source, config, pending)
 
-    def _load(self, key: Hashable, source: ModelSource, config: SessionConfig, pending: Future) -> _Entry:
+    def _load(self, key: Hashable, source: ModelSource, config: SessionConfig, pending: Future) -> Tuple[_Entry, Any]:
         try:
             entry = self._create_entry(key, source, config)
         except BaseException as exc:
@@ -161,6 +143,7 @@ class ModelCache:
                 self._stats["load_failures"] += 1
             pending.set_exception(exc)
             raise
+        loaded = (entry, entry.session)
         with self._lock:
             del self._pending[key]
             self._entries[key] = entry
@@ -168,8 +151,8 @@ class ModelCache:
             self._stats["loads"] += 1
             self._stats["load_seconds"] += entry.load_seconds
             self._enforce_limits(keep=key)
-        pending.set_result(entry)
-        return entry
+        pending.set_result(loaded)
+        return loaded
 
     def _create_entry(self, key: Hashable, source: ModelSource, config: SessionConfig) -> _Entry:
         started = time.perf_counter()
@@ -187,11 +170,11 @@ class ModelCache:
     @contextlib.contextmanager
     def lease(self, model: Any, config: Optional[SessionConfig] = None) -> Iterator[Any]:
         """Yield the session pinned: ``trim`` will not evict it while the block runs."""
-        entry = self._get_entry(model, config)
+        entry, session = self._get_entry(model, config)
         with self._lock:
             entry.pins += 1
         try:
-            yield entry.session
+            yield session
         finally:
             with self._lock:
                 entry.pins -= 1

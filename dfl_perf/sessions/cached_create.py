@@ -1,4 +1,8 @@
-"""Building a session through the on-disk optimized-model cache (see ``diskcache`` for the layout)."""
+"""Building a session through the on-disk optimized-model cache (see ``diskcache`` for the layout).
+
+Sits above ``build`` (which opens sessions) and ``diskcache`` (which stores the files); only
+``create`` calls it.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,12 @@ import threading
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from dfl_perf.ortinfo import ort_message
+from dfl_perf.sessions.build import open_session
 from dfl_perf.sessions.config import ProviderEntry, SessionConfig
-from dfl_perf.sessions.diskcache import OptimizedModelCache, _Writer, optimized_cache_dir
+from dfl_perf.sessions.diskcache import OptimizedModelCache, optimized_cache_dir
+from dfl_perf.sessions.errors import is_model_problem, load_error
+from dfl_perf.sessions.source import ModelSource
 
 __all__ = ["create_through_disk_cache", "CACHED_LOAD_LEVEL"]
 
@@ -21,6 +29,8 @@ CACHED_LOAD_LEVEL = "disable"
 _caches: Dict[str, OptimizedModelCache] = {}
 _caches_lock = threading.Lock()
 
+Built = Tuple[Any, str]  # (session or None, outcome)
+
 
 def _cache_for_root(root: Path) -> OptimizedModelCache:
     with _caches_lock:
@@ -30,8 +40,9 @@ def _cache_for_root(root: Path) -> OptimizedModelCache:
         return cache
 
 
-def create_through_disk_cache(source, config: SessionConfig, providers: List[ProviderEntry]):
-    """(session, outcome) through the disk cache; session None tells the caller to build it plainly."""
+def create_through_disk_cache(source: ModelSource, config: SessionConfig, providers: List[ProviderEntry]) -> Built:
+    """(session, outcome) through the disk cache; outcome is 'hit', 'stored', 'busy', 'uncacheable'
+    or 'failed'. A session of None tells the caller to build it the plain way."""
     cache = _cache_for_root(optimized_cache_dir())
     try:
         digest, external = cache.source_digest(source)
@@ -47,7 +58,7 @@ def create_through_disk_cache(source, config: SessionConfig, providers: List[Pro
     hit, state = _load_cached(cache, key, meta, source, config, providers)
     if hit is not None:
         return hit, "hit"
-    result: List[Any] = [None, "failed"]
+    session = None
     try:
         with cache.writing(key) as writer:
             if writer is None:
@@ -56,48 +67,46 @@ def create_through_disk_cache(source, config: SessionConfig, providers: List[Pro
                 hit, _ = _load_cached(cache, key, cache.read_meta(key), source, config, providers)
                 if hit is not None:
                     return hit, "hit"
-            _build_and_store(writer, digest, source, config, providers, result, external)
+            if external:
+                source = _inlined(source)
+                if source is None:
+                    return None, "uncacheable"
+            session, reason = _build_saving(writer.temp_path, source, config, providers)
+            if session is None:
+                return None, "failed"  # the provider itself fails: the caller's fallback chain handles it
+            if reason is not None:
+                writer.mark_uncacheable(reason)
+                return session, "uncacheable"
+            writer.commit({"providers": [n for n, _ in providers], "source_sha256": digest, "source": source.path})
+            return session, "stored"
     except OSError as exc:
         log.warning("could not write the optimized-model cache in %s: %s", cache.root, exc)
-        if result[1] == "stored":
-            result[1] = "failed"
-    return result[0], result[1]
+        return session, "failed"
 
 
-def _build_and_store(writer: _Writer, digest: str, source, config: SessionConfig,
-                     providers: List[ProviderEntry], result: List[Any], external: bool) -> None:
-    """Build the session saving its optimized graph; fill ``result`` = [session, outcome] as it goes."""
-    from dfl_perf.sessions.create import _is_model_problem, _new_session, _wrap, ort_message
-
-    if external:
-        source = _inlined(source)
-        if source is None:
-            result[1] = "uncacheable"
-            return
-    so, _ = config.to_session_options()
-    so.optimized_model_filepath = str(writer.temp_path)
+def _build_saving(target: Path, source: ModelSource, config: SessionConfig,
+                  providers: List[ProviderEntry]) -> Tuple[Any, Optional[str]]:
+    """(session, None) with its optimized graph saved at ``target``; (session, why) when onnxruntime
+    cannot save one (the session is built without saving); (None, None) when the provider fails."""
+    options = config.to_session_options()
+    options.optimized_model_filepath = str(target)
     try:
-        result[0] = _new_session(source, source.ort_input(), so, providers)
+        return open_session(source.ort_input(), options, providers), None
     except Exception as exc:
-        if _is_model_problem(str(exc)):
-            raise _wrap(exc, source, [n for n, _ in providers]) from None
-        result[0] = _retry_unsaved(source, config, providers)
-        if result[0] is None:
-            return  # the provider itself fails: the caller's fallback chain handles it
-        log.info("onnxruntime cannot save an optimized model of %s with %s: %s", source.label,
-                 providers[0][0], ort_message(exc))
-        result[1] = "uncacheable"
-        writer.mark_uncacheable(ort_message(exc))
-        return
-    result[1] = "stored"
-    writer.commit({"providers": [n for n, _ in providers], "source_sha256": digest, "source": source.path})
+        if is_model_problem(exc):
+            raise load_error(exc, source.label, source.path, [n for n, _ in providers]) from None
+        reason = ort_message(exc)
+    try:
+        session = open_session(source.ort_input(), config.to_session_options(), providers)
+    except Exception:
+        return None, None
+    log.info("onnxruntime cannot save an optimized model of %s with %s: %s", source.label, providers[0][0], reason)
+    return session, reason
 
 
-def _inlined(source):
+def _inlined(source: ModelSource) -> Optional[ModelSource]:
     """The model with its external data read in, as bytes: onnxruntime then saves a self-contained
     optimized file. None when that is impossible (no onnx module, over protobuf's 2 GB)."""
-    from dfl_perf.sessions.create import ModelSource
-
     try:
         import onnx
 
@@ -107,23 +116,12 @@ def _inlined(source):
         return None
 
 
-def _retry_unsaved(source, config: SessionConfig, providers: List[ProviderEntry]):
-    from dfl_perf.sessions.create import _new_session
-
-    try:
-        return _new_session(source, source.ort_input(), config.to_session_options()[0], providers)
-    except Exception:
-        return None
-
-
-def _load_cached(cache: OptimizedModelCache, key: str, meta: Optional[Dict[str, Any]], source,
+def _load_cached(cache: OptimizedModelCache, key: str, meta: Optional[Dict[str, Any]], source: ModelSource,
                  config: SessionConfig, providers: List[ProviderEntry]) -> Tuple[Any, str]:
     """(session, 'hit') from the entry, or (None, 'absent' | 'corrupt' | 'unloadable').
 
     A bad entry is left in place: the writer that rebuilds it replaces it under the entry's lock.
     """
-    from dfl_perf.sessions.create import _new_session, ort_message
-
     if meta is None or not meta.get("cacheable", True):
         return None, "absent"
     path = cache.verified_file(key, meta)
@@ -131,9 +129,9 @@ def _load_cached(cache: OptimizedModelCache, key: str, meta: Optional[Dict[str, 
         log.warning("optimized-model cache entry %s for %s is missing or corrupt (sha256 mismatch); rebuilding it",
                     cache.model_path(key), source.label)
         return None, "corrupt"
-    so, _ = config.replace(graph_optimization=CACHED_LOAD_LEVEL).to_session_options()
+    options = config.replace(graph_optimization=CACHED_LOAD_LEVEL).to_session_options()
     try:
-        return _new_session(source, str(path), so, providers), "hit"
+        return open_session(str(path), options, providers), "hit"
     except Exception as exc:
         log.warning("cached optimized model %s for %s does not load (%s); rebuilding it from the model",
                     path, source.label, ort_message(exc))

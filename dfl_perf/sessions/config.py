@@ -182,12 +182,17 @@ class SessionConfig:
     def tuned(cls, threads: Optional[int] = None, providers: ProvidersArg = None) -> SessionConfig:
         """Good settings for one session: ``threads`` intra-op threads (default ``cpu_budget()``),
         no spinning (idle threads then leave the cores to decoding, merging and other sessions),
-        full graph optimisation, providers from ``select_providers`` unless given."""
+        full graph optimisation, providers from ``select_providers`` unless given. When the first
+        of the given ``providers`` is in ``MEM_PATTERN_OFF_PROVIDERS`` (CPU, DirectML), onnxruntime's
+        memory pattern is off too."""
         from dfl_perf.devices import cpu_budget
 
-        return cls(providers=providers, intra_op_threads=threads or cpu_budget(), inter_op_threads=1,
-                   intra_op_spinning=False, inter_op_spinning=False, graph_optimization="all",
-                   execution_mode="sequential", log_severity_level=3)
+        config = cls(providers=providers, intra_op_threads=threads or cpu_budget(), inter_op_threads=1,
+                     intra_op_spinning=False, inter_op_spinning=False, graph_optimization="all",
+                     execution_mode="sequential", log_severity_level=3)
+        if config.providers is not None and config.providers[0][0] in MEM_PATTERN_OFF_PROVIDERS:
+            config = config.replace(enable_mem_pattern=False)
+        return config
 
     @classmethod
     def for_pipeline(cls, sessions: int, costs: Optional[Sequence[float]] = None,
@@ -256,10 +261,11 @@ class SessionConfig:
         """'device' when the first provider keeps tensors on a GPU, else 'host'."""
         return "device" if self.resolved_providers()[0][0] in GPU_PROVIDERS else "host"
 
-    def to_session_options(self):
-        """``(onnxruntime.SessionOptions, providers)`` built from this config, for ``InferenceSession``."""
-        import onnxruntime as ort
+    def to_session_options(self) -> Any:
+        """The ``onnxruntime.SessionOptions`` of this config (its providers: ``provider_list()``)."""
+        from dfl_perf.ortinfo import ort_module
 
+        ort = ort_module()
         so = ort.SessionOptions()
         if self.intra_op_threads:
             so.intra_op_num_threads = self.intra_op_threads
@@ -288,7 +294,7 @@ class SessionConfig:
             so.add_session_config_entry("session.disable_prepacking", "1")
         for key, value in self.config_entries:
             so.add_session_config_entry(key, value)
-        return so, self.provider_list()
+        return so
 
 
 def _ort_level(ort, level: str):

@@ -30,9 +30,12 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
+from dfl_perf.files import file_stamp, sha256_file, write_atomic
+from dfl_perf.ortinfo import ort_module
 from dfl_perf.sessions.config import ProviderEntry, SessionConfig
+from dfl_perf.sessions.source import ModelSource
 
-__all__ = ["OptimizedModelCache", "optimized_cache_dir", "cpu_fingerprint", "sha256_file", "file_stamp"]
+__all__ = ["OptimizedModelCache", "optimized_cache_dir", "cpu_fingerprint"]
 
 log = logging.getLogger("dfl_perf.sessions")
 
@@ -41,7 +44,6 @@ FORMAT = 1
 ALWAYS_VERIFY_SHA256 = False
 #: A lock older than this (seconds) is taken to belong to a crashed writer.
 LOCK_STALE_SECONDS = 900.0
-_CHUNK = 4 << 20
 _EXTERNAL_MARKER = b"\x0a\x08location"  # StringStringEntryProto(key="location"): external tensor data
 
 
@@ -76,33 +78,25 @@ def cpu_fingerprint() -> str:
     return _fingerprint
 
 
+class _MarkerScan:
+    """Whether the chunks of a file, fed in order, contain ``marker`` (also across chunk borders)."""
+
+    def __init__(self, marker: bytes) -> None:
+        self.marker = marker
+        self.found = False
+        self._tail = b""
+
+    def __call__(self, chunk: bytes) -> None:
+        if not self.found:
+            keep = len(self.marker) - 1
+            self.found = self.marker in chunk or self.marker in self._tail + chunk[:keep]
+            self._tail = chunk[-keep:]
+
+
 def _scan_file(path: Path) -> Tuple[str, bool]:
-    """(sha256 of the file, whether it holds an external-data reference)."""
-    digest = hashlib.sha256()
-    external = False
-    keep = len(_EXTERNAL_MARKER) - 1
-    tail = b""
-    with open(path, "rb", buffering=0) as handle:
-        while True:
-            chunk = handle.read(_CHUNK)
-            if not chunk:
-                break
-            digest.update(chunk)
-            if not external:
-                external = chunk.find(_EXTERNAL_MARKER) >= 0 or _EXTERNAL_MARKER in tail + chunk[:keep]
-                tail = chunk[-keep:]
-    return digest.hexdigest(), external
-
-
-def sha256_file(path: Path) -> str:
-    """The sha256 of a file, read in large chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb", buffering=0) as handle:
-        while True:
-            chunk = handle.read(_CHUNK)
-            if not chunk:
-                return digest.hexdigest()
-            digest.update(chunk)
+    """(sha256 of the file, whether it holds an external-data reference), in one read."""
+    scan = _MarkerScan(_EXTERNAL_MARKER)
+    return sha256_file(path, scan), scan.found
 
 
 def _external_files(path: str) -> List[str]:
@@ -127,23 +121,6 @@ def _external_files(path: str) -> List[str]:
 
     visit(model.graph)
     return sorted(found)
-
-
-def file_stamp(stat: os.stat_result) -> List[int]:
-    """Size, modification and change times and inode: any write or replacement changes one of them."""
-    return [stat.st_size, stat.st_mtime_ns, getattr(stat, "st_ctime_ns", 0), stat.st_ino]
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, temp = tempfile.mkstemp(dir=str(path.parent), prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(temp, str(path))
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
 
 
 def _pid_alive(pid: int) -> bool:
@@ -176,12 +153,12 @@ class _Writer:
                     file=target.name, created=time.time())
         os.replace(str(self.temp_path), str(target))
         meta["stamp"] = file_stamp(target.stat())
-        _write_atomic(self.cache.meta_path(self.key), json.dumps(meta, indent=1, sort_keys=True).encode())
+        write_atomic(self.cache.meta_path(self.key), json.dumps(meta, indent=1, sort_keys=True).encode())
         return target
 
     def mark_uncacheable(self, reason: str) -> None:
         meta = {"format": FORMAT, "cacheable": False, "reason": reason, "created": time.time()}
-        _write_atomic(self.cache.meta_path(self.key), json.dumps(meta, sort_keys=True).encode())
+        write_atomic(self.cache.meta_path(self.key), json.dumps(meta, sort_keys=True).encode())
 
     def discard(self) -> None:
         with contextlib.suppress(OSError):
@@ -207,7 +184,7 @@ class OptimizedModelCache:
 
     # ------------------------------------------------------------------------------ keys
 
-    def source_digest(self, source) -> Tuple[Optional[str], bool]:
+    def source_digest(self, source: ModelSource) -> Tuple[Optional[str], bool]:
         """(sha256 of the model and its external data files, whether it has external data).
 
         The digest is None when the model cannot be cached.
@@ -232,7 +209,7 @@ class OptimizedModelCache:
             return self._with_external_data(real, sha), True
         with contextlib.suppress(OSError):
             memo.parent.mkdir(mode=0o700, exist_ok=True)
-            _write_atomic(memo, json.dumps({"path": real, "stamp": stamp, "sha256": sha}).encode())
+            write_atomic(memo, json.dumps({"path": real, "stamp": stamp, "sha256": sha}).encode())
         return sha, False
 
     @staticmethod
@@ -251,10 +228,8 @@ class OptimizedModelCache:
     @staticmethod
     def key(source_digest: str, config: SessionConfig, providers: List[ProviderEntry]) -> str:
         """The entry name for a model digest built with ``config`` on ``providers``."""
-        import onnxruntime as ort
-
         parts = {
-            "format": FORMAT, "source": source_digest, "onnxruntime": str(ort.__version__),
+            "format": FORMAT, "source": source_digest, "onnxruntime": str(ort_module().__version__),
             "providers": [[name, list(map(list, options))] for name, options in providers],
             "cpu": cpu_fingerprint(), "level": config.graph_optimization,
             "free_dimensions": list(map(list, config.free_dimensions)),

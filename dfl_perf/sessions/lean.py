@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import List, Union
 
-from dfl_perf.sessions.diskcache import file_stamp
+from dfl_perf.files import file_stamp
 
 __all__ = ["lean_copy", "lean_dir", "remove_stale", "LeanWeightsError"]
 

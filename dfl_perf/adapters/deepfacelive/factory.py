@@ -15,16 +15,13 @@ All session building goes through ``_create_session``: the one place to switch t
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import sys
 import threading
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Hashable, List, Optional, Tuple
 
-from dfl_perf.adapters.deepfacelive._hooks import is_module_loaded
 from dfl_perf.adapters.deepfacelive.config import DFLConfig
 
 __all__ = ["make_session_factory", "FactoryState", "SessionRecord", "CPU_PROVIDER"]
@@ -32,8 +29,6 @@ __all__ = ["make_session_factory", "FactoryState", "SessionRecord", "CPU_PROVIDE
 log = logging.getLogger("dfl_perf.adapters.deepfacelive")
 
 CPU_PROVIDER = "CPUExecutionProvider"
-
-ModelSource = Union[str, bytes]
 
 
 @dataclass
@@ -83,24 +78,16 @@ def make_session_factory(config: Optional[DFLConfig] = None) -> Callable[[Any, A
 
 # ------------------------------------------------------------------------------------ model identity
 
-def _model_source(onnx_model_or_path: Any) -> Tuple[ModelSource, Tuple[Any, ...], str]:
-    """(what to give onnxruntime, a cache key for the model, a short label for messages)."""
-    onnx_mod = sys.modules.get("onnx") if is_module_loaded("onnx") else None  # no ModelProto exists otherwise
-    if onnx_mod is not None and isinstance(onnx_model_or_path, getattr(onnx_mod, "ModelProto", ())):
-        onnx_model_or_path = onnx_model_or_path.SerializeToString()
-    if isinstance(onnx_model_or_path, (bytes, bytearray, memoryview)):
-        data = bytes(onnx_model_or_path)
-        digest = hashlib.sha1(data).hexdigest()
-        return data, ("bytes", digest), "<model bytes %s>" % digest[:12]
-    if isinstance(onnx_model_or_path, (str, os.PathLike)):
-        path = os.path.realpath(os.fspath(onnx_model_or_path))
-        try:
-            st = os.stat(path)
-        except OSError:
-            raise FileNotFoundError("model file not found: %s" % path) from None
-        return path, ("file", path, st.st_size, st.st_mtime_ns), path
-    raise TypeError("onnx_model_or_path must be a path, model bytes or onnx.ModelProto, got %s"
-                    % type(onnx_model_or_path).__name__)
+def _model_source(onnx_model_or_path: Any) -> Tuple[Any, Hashable]:
+    """(the checked model as a ``dfl_perf.sessions`` ModelSource, its identity for the session cache)."""
+    from dfl_perf.sessions.errors import ModelNotFoundError
+    from dfl_perf.sessions.source import model_identity, resolve_model
+
+    try:
+        source = resolve_model(onnx_model_or_path)
+    except ModelNotFoundError as exc:  # what DFL's own factory raises for a missing file
+        raise FileNotFoundError(str(exc)) from None
+    return source, model_identity(source)
 
 
 def _device(device_info: Any) -> Tuple[str, int]:
@@ -120,7 +107,8 @@ def _device(device_info: Any) -> Tuple[str, int]:
 
 def _session_for(state: FactoryState, onnx_model_or_path: Any, device_info: Any) -> Any:
     ep, index = _device(device_info)
-    source, model_key, label = _model_source(onnx_model_or_path)
+    source, model_key = _model_source(onnx_model_or_path)
+    label = source.label
     threads = state.config.threads_per_session()
     key = (model_key, ep, index, threads)
     with state.lock:
@@ -135,7 +123,7 @@ def _session_for(state: FactoryState, onnx_model_or_path: Any, device_info: Any)
         return sess
 
 
-def _build(config: DFLConfig, source: ModelSource, label: str, ep: str, index: int,
+def _build(config: DFLConfig, source: Any, label: str, ep: str, index: int,
            threads: int) -> Tuple[Any, SessionRecord]:
     import onnxruntime as ort
 
@@ -200,19 +188,16 @@ def _providers(config: DFLConfig, ep: str, index: int, available: List[str]) -> 
 
 def session_config(config: DFLConfig, providers: List[Tuple[str, Dict[str, str]]], threads: int) -> Any:
     """The ``dfl_perf.sessions.SessionConfig`` for one DFL session (strict: the adapter does the fallback)."""
-    from dfl_perf.sessions import MEM_PATTERN_OFF_PROVIDERS, SessionConfig
+    from dfl_perf.sessions import SessionConfig
 
     spinning = None if config.allow_spinning else False
-    base = SessionConfig.tuned(threads=threads, providers=providers)
     lean = bool(config.lean_weights)
-    base = base.replace(intra_op_spinning=spinning, inter_op_spinning=spinning, lean_weights=lean,
-                        disk_cache=bool(config.optimized_model_cache) and not lean, strict=True)
-    if providers[0][0] in MEM_PATTERN_OFF_PROVIDERS:
-        base = base.replace(enable_mem_pattern=False)
-    return base
+    return SessionConfig.tuned(threads=threads, providers=providers).replace(
+        intra_op_spinning=spinning, inter_op_spinning=spinning, lean_weights=lean,
+        disk_cache=bool(config.optimized_model_cache) and not lean, strict=True)
 
 
-def _create_session(config: DFLConfig, source: ModelSource, providers: List[Tuple[str, Dict[str, str]]],
+def _create_session(config: DFLConfig, source: Any, providers: List[Tuple[str, Dict[str, str]]],
                     threads: int) -> Any:
     """Build one session (the single place that calls the session builder); returns its ``SessionInfo``."""
     from dfl_perf.sessions import create_session_with_info
