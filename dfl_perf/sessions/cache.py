@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import sys
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,12 +34,19 @@ class _Entry:
     pins: int = 0
 
 
-def _refs_beyond_entry(entry: _Entry) -> int:
-    """References to the session besides the cache's own (0 where refcounts do not exist)."""
-    if not hasattr(sys, "getrefcount"):  # PyPy and friends: only leases count as holds
-        return 0
-    # getrefcount sees: the entry's attribute, and its own argument.
-    return sys.getrefcount(entry.session) - 2
+def _free_unless_held(entry: _Entry) -> bool:
+    """Drop the cache's reference to the entry's session; True when that freed it.
+
+    A session that a lease pins or a caller still references stays alive, and the cache takes its
+    reference back: "held" is decided by a weak reference, not by counting references (where
+    objects are not freed at once, as on PyPy, a session then counts as held until collected).
+    """
+    if entry.pins:
+        return False
+    ref = weakref.ref(entry.session)
+    entry.session = None
+    entry.session = ref()
+    return entry.session is None
 
 
 def _device_id(config: SessionConfig) -> Optional[int]:
@@ -241,9 +248,6 @@ class ModelCache:
                 return
             self._drop(victims[0])
 
-    def _is_held(self, entry: _Entry) -> bool:
-        return entry.pins > 0 or _refs_beyond_entry(entry) > 0
-
     def evict(self, model: Any, config: Optional[SessionConfig] = None) -> bool:
         """Drop ``model``'s session built with ``config``; True when there was one."""
         key, _, _ = self._key(model, config)
@@ -262,7 +266,7 @@ class ModelCache:
                 if max_bytes_to_free is not None and freed >= max_bytes_to_free:
                     break
                 entry = self._entries[key]
-                if self._is_held(entry):
+                if not _free_unless_held(entry):
                     continue
                 freed += self._drop(key).bytes
                 self._stats["trimmed"] += 1
