@@ -376,6 +376,78 @@ def test_concurrent_use_and_enforcement_keep_the_books(no_thread_leak):
     assert pool.stats()["leased"] == 0
 
 
+# ---------------------------------------------------------------- growth: the budget holds without enforce()
+
+MiB = 1 << 20
+
+
+@pytest.mark.timeout(120)
+def test_the_budget_holds_as_a_real_pool_and_cache_grow_without_enforce(tmp_path):
+    # Issue 21: a 64 MB host budget over a BufferPool and a ModelCache sat at 88 MB after three models
+    # loaded, because the manager enforced only on register(), enforce() or a sampler tick.
+    import numpy as np
+
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from onnx_models import tiny_model
+
+    from dfl_perf.buffers import BufferPool
+    from dfl_perf.sessions import ModelCache, SessionConfig
+
+    paths = []
+    for i in range(3):  # 16 MiB files: the cache counts 24 MiB for each (measure=False: 1.5x the file)
+        paths.append(tmp_path / ("m%d.onnx" % i))
+        onnx.save(tiny_model(bias=float(i), pad=4 * MiB - 1000), str(paths[-1]))
+    pool = BufferPool()
+    with ModelCache(config=SessionConfig.tuned(threads=1, providers="cpu"), measure=False) as cache:
+        manager = MemoryManager(host_budget=64 * MiB)
+        manager.register(pool, name="buffers")
+        manager.register(cache, name="models")
+        pool.release(pool.acquire((16 * MiB,), "uint8"))  # 16 MiB of idle buffers
+        held = cache.get(paths[0])  # a caller keeps using the first model
+        peaks = []
+        for path in paths[1:]:
+            cache.get(path)
+            peaks.append(manager.bytes_held("host"))
+        assert max(peaks) <= 64 * MiB, "held %s MiB under a 64 MiB budget" % [p / MiB for p in peaks]
+        assert pool.bytes_held() == 0  # idle buffers go first
+        assert paths[0] in cache and held.run(None, {"x": np.zeros((1, 4), np.float32)})[0].shape == (1, 4)
+        assert paths[1] not in cache and paths[2] in cache  # then the least recently used idle session
+        assert manager.summary()["freed"]["budget"] >= 16 * MiB + 23 * MiB  # the pool, then one session
+        manager.close()
+        cache.get(paths[1])  # a closed manager no longer listens
+        assert manager.bytes_held("host") > 64 * MiB
+
+
+def test_a_pool_keeps_the_budget_as_it_allocates_and_stops_after_unregister():
+    pool = _real_buffer_pool()
+    manager = MemoryManager(host_budget=10_000)
+    manager.register(pool)
+    for size in range(1000, 9000, 1000):  # a new shape each time: every acquire allocates
+        pool.release(pool.acquire((size,), "uint8"))
+        assert pool.bytes_held() <= 10_000
+    with pool.lease((9000,), "uint8"):
+        assert pool.bytes_held() == 9000 + pool.bytes_free() and pool.bytes_free() <= 1000
+    manager.unregister(pool)
+    for size in (5000, 6000):
+        pool.release(pool.acquire((size,), "uint8"))
+    assert pool.bytes_held() > 10_000
+
+
+def test_an_over_budget_that_nothing_idle_can_fix_is_said_once(caplog):
+    pool = _real_buffer_pool()
+    manager = MemoryManager(host_budget=1000)
+    manager.register(pool)
+    with caplog.at_level(logging.WARNING, logger="dfl_perf.memory"):
+        leased = [pool.acquire((800,), "uint8") for _ in range(3)]
+    messages = [r.getMessage() for r in caplog.records if "cannot hold" in r.getMessage()]
+    assert len(messages) == 1 and "budget of 1.00 kB" in messages[0], messages
+    for buf in leased:
+        pool.release(buf)
+    manager.enforce()
+    assert pool.bytes_held() <= 1000
+
+
 # ---------------------------------------------------------------- cleanup
 
 

@@ -10,6 +10,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from dfl_perf.listeners import Listeners
 from dfl_perf.ortinfo import ort_message, ort_module
 
 __all__ = ["BufferPool", "OrtValuePool", "PoolError", "parse_device"]
@@ -86,6 +87,7 @@ class _PoolCore:
         self._reuses = 0
         self._evictions = 0
         self._evicted_bytes = 0
+        self.on_grow = Listeners()  # called after a new buffer is allocated (a MemoryManager listens)
 
     # -- to be provided by subclasses
     def _key(self, shape: Shape, dtype: Any) -> _Key:
@@ -163,6 +165,7 @@ class _PoolCore:
         with self._lock:
             self._leased[id(obj)] = _Slot(key, obj, nbytes)
             self._allocations += 1
+        self.on_grow.notify()
         return obj
 
     def release(self, buf: Any) -> None:
@@ -261,6 +264,8 @@ class BufferPool(_PoolCore):
     ``acquire``/``release`` or ``with pool.lease(shape, dtype) as buf``. Idle buffers are evicted
     least recently used first whenever the pool holds more than ``max_bytes``; leased buffers are
     never evicted, so leases may push the pool over budget (visible in ``stats()``). Thread-safe.
+    ``on_grow`` (``dfl_perf.listeners.Listeners``) is called after each new allocation: a
+    ``MemoryManager`` the pool is registered with enforces its budget then.
     """
 
     _kind = "array"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Protocol, Union, runtime_checkable
+from typing import Any, Callable, Dict, Optional, Protocol, Union, runtime_checkable
 
 __all__ = ["Trimmable", "resolve_budget", "POOL_PRIORITY", "CACHE_PRIORITY", "Budget"]
 
@@ -18,7 +18,9 @@ class Trimmable(Protocol):
 
     ``trim(n)`` frees idle memory (least recently used first) until at least ``n`` bytes are freed
     or nothing idle is left, and returns the bytes freed; ``trim(None)`` frees everything idle.
-    Memory in use (a leased buffer, a session a caller holds) is never freed.
+    Memory in use (a leased buffer, a session a caller holds) is never freed. An object that also
+    has ``on_grow`` (a ``dfl_perf.listeners.Listeners``; BufferPool, OrtValuePool and ModelCache do)
+    calls it after it grows, and the manager keeps its budget then, without a call to ``enforce``.
     """
 
     def bytes_held(self) -> int: ...
@@ -34,6 +36,7 @@ class Entry:
     role: str  # 'pool' | 'cache'
     priority: int
     gpu_index: Optional[int]  # the GPU a device entry lives on, when known
+    on_grow: Optional[Callable[[], None]] = None  # the manager's callback in the object's on_grow, if any
 
 
 def resolve_budget(budget: Budget, kind: str, device_index: int = 0) -> Optional[int]:

@@ -69,6 +69,7 @@ class MemoryManager:
         self._warnings: Deque[Dict[str, Any]] = deque(maxlen=max(1, int(max_warnings)))
         self._warning_count = 0
         self._freed = {"budget": 0, "pressure": 0, "cleanup": 0}
+        self._over_budget = {"host": False, "device": False}
         self._callbacks: List[Callable[[PressureEvent], None]] = [on_pressure] if on_pressure else []
         self._sampler = sampler
         self._owns_sampler = False
@@ -83,7 +84,8 @@ class MemoryManager:
 
         ``kind`` 'host' or 'device' (default: the object's ``memory_kind``, or 'device' when its
         ``device`` is not 'cpu'). ``role`` 'pool' (has ``acquire``) or 'cache'; lower ``priority``
-        is trimmed first (pools 0, caches 100). Enforces the budget at once.
+        is trimmed first (pools 0, caches 100). Enforces the budget at once, and again each time the
+        object grows when it has ``on_grow`` listeners (see ``Trimmable``).
         """
         for method in ("bytes_held", "trim"):
             if not callable(getattr(obj, method, None)):
@@ -104,9 +106,23 @@ class MemoryManager:
                 name = unique_name(type(obj).__name__, self._entries)
             if name in self._entries:
                 raise ValueError("a pool or cache named %r is already registered" % name)
-            self._entries[name] = Entry(name, obj, kind, role, int(priority), gpu_index_of(obj))
+            entry = self._entries[name] = Entry(name, obj, kind, role, int(priority), gpu_index_of(obj))
+        self._watch(entry)
         self.enforce()
         return name
+
+    def _watch(self, entry: Entry) -> None:
+        listeners = getattr(entry.obj, "on_grow", None)
+        if callable(getattr(listeners, "add", None)):
+            kind = entry.kind
+            entry.on_grow = lambda: self._enforce_kind(kind)
+            listeners.add(entry.on_grow)
+
+    @staticmethod
+    def _unwatch(entry: Entry) -> None:
+        if entry.on_grow is not None:
+            entry.obj.on_grow.remove(entry.on_grow)
+            entry.on_grow = None
 
     def unregister(self, obj_or_name: Any) -> None:
         """Take a pool or cache (or its name) off the budget; its memory is not touched."""
@@ -114,6 +130,7 @@ class MemoryManager:
             for name, entry in list(self._entries.items()):
                 if entry.obj is obj_or_name or (isinstance(obj_or_name, str) and name == obj_or_name):
                     del self._entries[name]
+                    self._unwatch(entry)
                     return
         raise KeyError("not registered: %r" % (obj_or_name,))
 
@@ -144,19 +161,29 @@ class MemoryManager:
     # ------------------------------------------------------------------ freeing
     def enforce(self) -> int:
         """Trim until each budget holds (or nothing idle is left); returns the bytes freed."""
-        freed = 0
-        for kind in ("host", "device"):
-            budget = self._budgets[kind]
-            if budget is None:
-                continue
-            entries = self._select(kind)
-            with self._enforce_lock:
-                excess = sum(e.obj.bytes_held() for e in entries) - budget
-                if excess > 0:
-                    freed += sum(self._free_locked(entries, excess).values())
+        return self._enforce_kind("host") + self._enforce_kind("device")
+
+    def _enforce_kind(self, kind: str) -> int:
+        budget = self._budgets[kind]
+        if budget is None:
+            return 0
+        entries = self._select(kind)
+        with self._enforce_lock:
+            excess = sum(e.obj.bytes_held() for e in entries) - budget
+            freed = sum(self._free_locked(entries, excess).values()) if excess > 0 else 0
+            self._warn_if_over(kind, budget, excess - freed)
         with self._lock:
             self._freed["budget"] += freed
         return freed
+
+    def _warn_if_over(self, kind: str, budget: int, excess: int) -> None:
+        """Say once per crossing when the budget cannot hold: what is left is all in use."""
+        over = excess > 0
+        if over and not self._over_budget[kind]:
+            log.warning("the %s memory budget of %s cannot hold: registered pools and caches need %s more, all of "
+                        "it in use (leased buffers, sessions being used); nothing idle is left to free",
+                        kind, format_bytes(budget), format_bytes(excess))
+        self._over_budget[kind] = over
 
     def _free_locked(self, entries: List[Entry], need: int) -> Dict[str, int]:
         """Free at least ``need`` bytes from ``entries`` in order; returns bytes freed per name.
@@ -320,11 +347,15 @@ class MemoryManager:
         return self
 
     def close(self) -> None:
-        """Stop listening to the sampler (and stop it if this manager started it). Idempotent."""
+        """Stop listening to the sampler (and stop it if this manager started it) and to the
+        registered objects' growth; they stay registered and keep their memory. Idempotent."""
         with self._lock:
             self._closed = True
             sampler, owns = self._sampler, self._owns_sampler
             self._sampler, self._owns_sampler = None, False
+            entries = list(self._entries.values())
+        for entry in entries:
+            self._unwatch(entry)
         if sampler is not None:
             sampler.remove_listener(self.on_sample)
             if owns:

@@ -11,6 +11,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Dict, Hashable, Iterable, Iterator, List, Optional, Tuple
 
+from dfl_perf.listeners import Listeners
 from dfl_perf.sessions.config import GPU_PROVIDERS, SessionConfig
 from dfl_perf.sessions.create import create_session_with_info
 from dfl_perf.sessions.measure import clamp_measured, estimate_bytes, measured_create
@@ -70,6 +71,8 @@ class ModelCache:
     - ``max_models``/``max_bytes`` evict least recently used entries, whether or not a caller still
       holds the session (a held session keeps working; its memory is freed when the caller drops it).
       ``trim`` frees only sessions nobody holds (not leased, no reference outside the cache).
+    - ``on_grow``: ``Listeners`` called after a load adds a session (a ``MemoryManager`` the cache
+      is registered with enforces its budget then).
     - Bytes per session: process RSS delta around creation ('host' entries) or NVML's per-process
       GPU memory delta ('device' entries: first active provider is a GPU one), clamped to
       [file size, 3x file size + 32 MiB]; ``file size * 1.5`` when it cannot be measured or with
@@ -100,6 +103,7 @@ class ModelCache:
         self._executor: Optional[ThreadPoolExecutor] = None
         self._submitted: List[Future] = []
         self._closed = False
+        self.on_grow = Listeners()
 
     @property
     def memory_kind(self) -> str:
@@ -159,6 +163,7 @@ class ModelCache:
             self._stats["load_seconds"] += entry.load_seconds
             self._enforce_limits(keep=key)
         pending.set_result(loaded)
+        self.on_grow.notify()
         return loaded
 
     def _create_entry(self, key: Hashable, source: ModelSource, config: SessionConfig) -> _Entry:
