@@ -23,7 +23,7 @@ TINY = dict(resolution=(320, 240), duration=0.4, repeats=1, dfm_cost="5ms", warm
 
 
 @pytest.fixture(autouse=True)
-def _cache(cache_dir, shared_models, shared_media):
+def _cache(cache_dir):
     return cache_dir
 
 

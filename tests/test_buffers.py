@@ -545,10 +545,10 @@ def test_bound_session_refuses_unusable_device_and_non_sessions():
 
 @pytest.mark.parametrize("name, feed_dtype", [
     ("yunet_n_320_320.onnx", np.float32), ("facemesh_468.onnx", np.float32), ("peppa_slim_160_68pt.onnx", np.float32)])
-def test_bound_session_equals_session_run_on_real_models(shared_models, name, feed_dtype):
+def test_bound_session_equals_session_run_on_real_models(real_model, name, feed_dtype):
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    sess = ort.InferenceSession(str(shared_models / name), sess_options=opts, providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(str(real_model(name)), sess_options=opts, providers=["CPUExecutionProvider"])
     spec = sess.get_inputs()[0]
     x = np.random.default_rng(7).uniform(0, 1, spec.shape).astype(feed_dtype)
     ref = sess.run(None, {spec.name: x})

@@ -80,11 +80,11 @@ def test_align_puts_keypoints_on_the_template(resolution):
     np.testing.assert_allclose(transform_points(keypoints, M), template_points(resolution), atol=1e-6)
 
 
-def test_warp_round_trip_on_a_real_face(shared_media, shared_models):
+def test_warp_round_trip_on_a_real_face(face_photo, yunet_n):
     from dfl_perf.facepipe.detector import FaceDetector
 
-    frame = cv2.imread(str(shared_media / "astronaut.png"))
-    face = FaceDetector(str(shared_models / "yunet_s_640_640.onnx")).detect(frame)[0]
+    frame = cv2.imread(str(face_photo))
+    face = FaceDetector(str(yunet_n)).detect(frame)[0]
     M = align_matrix(face.keypoints, 224)
     crop = warp_face(frame, M, 224)
     assert crop.shape == (224, 224, 3) and crop.dtype == np.uint8

@@ -10,13 +10,8 @@ cv2 = pytest.importorskip("cv2")
 from dfl_perf.facepipe.clip import ASTRONAUT_FACE_BOX, make_clip, open_source  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def media(shared_media):
-    return shared_media
-
-
 @pytest.mark.parametrize("size", [(640, 480), (1280, 720)])
-def test_sizes_and_ground_truth(size, media):
+def test_sizes_and_ground_truth(size):
     clip = make_clip(size=size, frames=120, seed=0)
     assert len(clip) == 120 and clip.boxes.shape == (120, 1, 4)
     frame = clip[0]
@@ -31,16 +26,16 @@ def test_sizes_and_ground_truth(size, media):
     assert make_clip(size=size, frames=30, seed=0).boxes[:30].tolist() == clip.boxes[:30].tolist()
 
 
-def test_deterministic_and_seeded(media):
+def test_deterministic_and_seeded():
     a, b, c = make_clip(frames=10, seed=4), make_clip(frames=10, seed=4), make_clip(frames=10, seed=5)
     np.testing.assert_array_equal(a[7], b[7])
     np.testing.assert_array_equal(a.boxes, b.boxes)
     assert not np.array_equal(a[7], c[7])
 
 
-def test_face_pixels_follow_the_path(media):
+def test_face_pixels_follow_the_path(face_photo):
     """The centre pixel of the ground-truth box is the source face's centre pixel."""
-    source = cv2.imread(str(media / "astronaut.png"))
+    source = cv2.imread(str(face_photo))
     sx = int((ASTRONAUT_FACE_BOX[0] + ASTRONAUT_FACE_BOX[2]) / 2)
     sy = int((ASTRONAUT_FACE_BOX[1] + ASTRONAUT_FACE_BOX[3]) / 2)
     clip = make_clip(frames=12, seed=2)
@@ -50,7 +45,7 @@ def test_face_pixels_follow_the_path(media):
         assert np.abs(patch - source[sy, sx].astype(int)).sum(axis=1).min() < 40
 
 
-def test_several_faces_do_not_overlap(media):
+def test_several_faces_do_not_overlap():
     clip = make_clip(size=(1280, 720), frames=20, faces=4, seed=1)
     assert clip.boxes.shape == (20, 4, 4)
     for boxes in clip.boxes:
@@ -60,7 +55,7 @@ def test_several_faces_do_not_overlap(media):
                 assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1]
 
 
-def test_list_cache_and_render_into_buffer(media):
+def test_list_cache_and_render_into_buffer():
     clip = make_clip(frames=5)
     frames = clip.to_list()
     assert clip.to_list() is frames and clip[3] is frames[3]
@@ -91,16 +86,16 @@ def test_user_image_and_box(tmp_path):
         make_clip(image=image, face_box=(10, 10, 5, 20))
 
 
-def test_user_image_face_found_by_detector(media, shared_models, monkeypatch):
-    monkeypatch.setenv("DFL_PERF_MODEL_MIRROR", str(shared_models))
-    image = cv2.imread(str(media / "astronaut.png"))
+def test_user_image_face_found_by_detector(face_photo, monkeypatch):
+    monkeypatch.delenv("DFL_PERF_MODEL_MIRROR", raising=False)  # the shipped detector: no mirror needed
+    image = cv2.imread(str(face_photo))
     clip = make_clip(frames=3, image=image)  # an array: the face box comes from YuNet
     ref = make_clip(frames=3)
     assert np.abs(clip.boxes - ref.boxes).max() < 12
 
 
 @pytest.mark.timeout(60)
-def test_open_source_reads_a_video(tmp_path, media):
+def test_open_source_reads_a_video(tmp_path):
     path = tmp_path / "clip.avi"
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, (320, 240))
     if not writer.isOpened():

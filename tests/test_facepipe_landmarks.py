@@ -1,4 +1,7 @@
-"""facepipe.landmarks: FaceMesh (468) and Peppa (68) on a real face, checked against YuNet's keypoints."""
+"""facepipe.landmarks: FaceMesh (468) and Peppa (68) on a real face, checked against YuNet's keypoints.
+
+The accuracy tests need the real models (read from ../shared); the input, pooling and error checks run
+on models of the same shapes built with onnx."""
 
 from __future__ import annotations
 
@@ -8,8 +11,12 @@ import pytest
 cv2 = pytest.importorskip("cv2")
 ort = pytest.importorskip("onnxruntime")
 
+from onnx_models import landmark_shaped_model  # noqa: E402
+
 from dfl_perf.facepipe.detector import FaceDetector  # noqa: E402
 from dfl_perf.facepipe.landmarks import FaceMeshLandmarker, PeppaLandmarker, crop_matrix  # noqa: E402
+
+CLASSES = {"facemesh": FaceMeshLandmarker, "peppa": PeppaLandmarker}
 
 
 def _five(points):
@@ -20,18 +27,29 @@ def _five(points):
 
 
 @pytest.fixture(scope="module")
-def scene(shared_media, shared_models):
-    image = cv2.imread(str(shared_media / "astronaut.png"))
+def scene(face_photo, yunet_n):
+    image = cv2.imread(str(face_photo))
     turn = cv2.getRotationMatrix2D((224, 118), 25, 1.1)
     frame = cv2.warpAffine(image, turn, (512, 512))
-    face = FaceDetector(str(shared_models / "yunet_s_640_640.onnx")).detect(frame)[0]
+    face = FaceDetector(str(yunet_n)).detect(frame)[0]
     return frame, face
 
 
 @pytest.fixture(scope="module")
 def markers(shared_models):
+    """The real landmarkers (../shared)."""
     return {"facemesh": FaceMeshLandmarker(str(shared_models / "facemesh_468.onnx")),
             "peppa": PeppaLandmarker(str(shared_models / "peppa_slim_160_68pt.onnx"))}
+
+
+@pytest.fixture(scope="module")
+def shaped():
+    """Landmarkers on onnx-built models of the real ones' shapes (not landmarkers: for the plumbing)."""
+    return {name: cls(_session(landmark_shaped_model(name))) for name, cls in CLASSES.items()}
+
+
+def _session(model):
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
 @pytest.mark.timeout(60)
@@ -54,9 +72,9 @@ def test_facemesh_score_separates_face_from_background(markers, scene):
 
 
 @pytest.mark.parametrize("name", ["facemesh", "peppa"])
-def test_pooled_input_is_identical(name, markers, scene):
+def test_pooled_input_is_identical(name, shaped, scene):
     frame, face = scene
-    marker = markers[name]
+    marker = shaped[name]
     fresh, M = marker.preprocess(frame, face)
     buf = np.full(marker.input_shape, 3.0, np.float32)
     blob, M2 = marker.preprocess(frame, face, out=buf)
@@ -75,11 +93,13 @@ def test_crop_matrix_centres_and_scales():
     assert M[0, 0] == pytest.approx(192 / 150)
 
 
-def test_wrong_model_and_inputs(markers, shared_models, scene):
+def test_wrong_model_and_inputs(shaped, scene):
     frame, face = scene
-    with pytest.raises(ValueError, match=r"FaceMeshLandmarker needs one input \[1,3,192,192\]"):
-        FaceMeshLandmarker(str(shared_models / "peppa_slim_160_68pt.onnx"))
+    peppa = _session(landmark_shaped_model("peppa"))
+    with pytest.raises(ValueError, match=r"FaceMeshLandmarker needs one input \[1,3,192,192\] \('input_1'\), "
+                                         r"got \[\('input1', \[1, 3, 160, 160\]\)\]"):
+        FaceMeshLandmarker(peppa)
     with pytest.raises(ValueError, match="uint8"):
-        markers["peppa"].detect(frame.astype(np.float32), face)
+        shaped["peppa"].detect(frame.astype(np.float32), face)
     with pytest.raises(ValueError, match="Face or an"):
-        markers["peppa"].detect(frame, (1, 2, 3))
+        shaped["peppa"].detect(frame, (1, 2, 3))

@@ -182,59 +182,121 @@ def test_mirror_url(cache_dir, register, server, monkeypatch):
     assert path.read_bytes() == PAYLOAD and srv.requests == [("/good.bin", None)]
 
 
-def test_registry_matches_the_shared_files(shared_models, shared_media):
-    assert set(REGISTRY) >= {"yunet_s_640_640", "yunet_n_320_320", "facemesh_468", "peppa_slim_160_68pt", "astronaut"}
-    for info in REGISTRY.values():
-        folder = shared_media if info.filename.endswith(".png") else shared_models
+def test_registry_matches_the_shared_files(shared_models, upstream_registry):
+    assert set(upstream_registry) >= {"yunet_s_640_640", "yunet_n_320_320", "facemesh_468", "peppa_slim_160_68pt",
+                                      "astronaut"}
+    for info in upstream_registry.values():
+        folder = shared_models.parent / "media" if info.filename.endswith(".png") else shared_models
         data = (folder / info.filename).read_bytes()
         assert len(data) == info.size and hashlib.sha256(data).hexdigest() == info.sha256, info.name
         assert info.url.startswith("https://raw.githubusercontent.com/")
         assert info.licence.startswith("Apache-2.0") or info.licence == "public domain (NASA)"
 
 
-def test_clip_image_falls_back_to_the_registry(shared_media, cache_dir, monkeypatch):
+def test_embedded_files_are_the_pinned_ones_with_sources_and_licence(upstream_registry):
+    data = Path(models.__file__).resolve().parent.parent / "data"
+    sources = (data / "SOURCES.md").read_text()
+    for name in models.EMBEDDED_MODELS:
+        info = upstream_registry[name]
+        raw = (data / info.filename).read_bytes()
+        assert len(raw) == info.size and hashlib.sha256(raw).hexdigest() == info.sha256, name
+        assert info.sha256 in sources and info.url.split("/")[4] in sources  # the commit it came from
+    photo = models.face_photo_path().read_bytes()
+    assert hashlib.sha256(photo).hexdigest() in sources and len(photo) < 100_000 and photo[:2] == b"\xff\xd8"
+    assert upstream_registry["astronaut"].sha256 in sources  # the PNG it was made from
+    licence = (data / "LICENSE-yunet.txt").read_text()
+    assert "Apache License" in licence and "Version 2.0" in licence and "OpenMMLab" in licence
+    assert "public domain" in sources
+
+
+def test_embedded_detector_needs_no_mirror_cache_or_network(cache_dir, monkeypatch):
+    monkeypatch.delenv(models.MIRROR_ENV, raising=False)
+    path = model_path("yunet_n_320_320", download=False)
+    assert path.parent.name == "data" and path.stat().st_size == REGISTRY["yunet_n_320_320"].size
+    assert fetch("yunet_n_320_320", progress=False) == path  # nothing to fetch
+    monkeypatch.setenv(models.MIRROR_ENV, str(cache_dir / "empty-mirror"))  # a mirror does not shadow it
+    assert model_path("yunet_n_320_320") == path
+    assert models.model_status("yunet_n_320_320") == ("embedded", path)
+    assert not cache_dir.exists(), "the embedded model was copied or fetched into the cache"
+
+
+def test_default_clip_photo_is_the_embedded_one(monkeypatch, tmp_path):
     from dfl_perf.facepipe.clip import default_face_image
 
-    monkeypatch.setenv("DFL_PERF_SHARED", str(cache_dir / "no-shared-here"))
-    monkeypatch.setenv(models.MIRROR_ENV, str(shared_media))  # stands in for the download
-    assert default_face_image() == shared_media / "astronaut.png"
+    monkeypatch.setenv("DFL_PERF_SHARED", str(tmp_path / "no-shared-here"))
+    monkeypatch.delenv(models.MIRROR_ENV, raising=False)
+    assert default_face_image() == models.face_photo_path()
+    assert default_face_image().parent.name == "data" and default_face_image().suffix == ".jpg"
 
 
-def test_mirror_directory_is_used_in_place(shared_models, cache_dir, monkeypatch):
-    monkeypatch.setenv(models.MIRROR_ENV, str(shared_models))
-    assert model_path("yunet_n_320_320", download=False) == shared_models / "yunet_n_320_320.onnx"
+@pytest.mark.parametrize("damage", ["missing", "garbage"])
+def test_damaged_embedded_files_are_reported(damage, tmp_path, monkeypatch):
+    if damage == "garbage":
+        (tmp_path / "yunet_n_320_320.onnx").write_bytes(b"garbage")
+        (tmp_path / "astronaut.jpg").write_bytes(b"garbage")
+    monkeypatch.setattr(models, "_DATA_DIR", tmp_path)
+    expected = "is missing: the dfl_perf install is incomplete" if damage == "missing" else \
+        "has 7 bytes, expected %d .*install is damaged; reinstall it"
+    with pytest.raises(ModelFetchError, match=r"yunet_n_320_320.onnx " + expected.replace("%d", "317434")):
+        model_path("yunet_n_320_320")
+    with pytest.raises(ModelFetchError, match=r"astronaut.jpg " + expected.replace("%d", "66489")):
+        models.face_photo_path()
+    assert models.model_status("yunet_n_320_320")[0] == ("missing" if damage == "missing" else "damaged")
+
+
+def test_mirror_directory_is_used_in_place(cache_dir, monkeypatch, tmp_path):
+    info = ModelInfo("t_mirrored", "t_mirrored.bin", "http://127.0.0.1:9/unreachable.bin",
+                     hashlib.sha256(PAYLOAD).hexdigest(), len(PAYLOAD), "test")
+    monkeypatch.setitem(REGISTRY, info.name, info)
+    (tmp_path / info.filename).write_bytes(PAYLOAD)
+    monkeypatch.setenv(models.MIRROR_ENV, str(tmp_path))
+    assert model_path(info.name, download=False) == tmp_path / info.filename
     assert not (cache_dir / "models").exists()
-    path = fetch("yunet_n_320_320", progress=False)  # fetch copies it into the cache, verified
-    assert path == cache_dir / "models" / "yunet_n_320_320.onnx" and path.stat().st_size == 317434
+    path = fetch(info.name, progress=False)  # fetch copies it into the cache, verified
+    assert path == cache_dir / "models" / info.filename and path.read_bytes() == PAYLOAD
 
 
 def test_bad_mirror_file_is_reported(tmp_path, cache_dir, monkeypatch):
-    (tmp_path / "yunet_n_320_320.onnx").write_bytes(b"garbage")
+    (tmp_path / "yunet_s_640_640.onnx").write_bytes(b"garbage")
     monkeypatch.setenv(models.MIRROR_ENV, str(tmp_path))
-    with pytest.raises(ModelFetchError, match=r"mirror file .*yunet_n_320_320.onnx has 7 bytes, expected 317434"):
-        model_path("yunet_n_320_320")
+    with pytest.raises(ModelFetchError, match=r"mirror file .*yunet_s_640_640.onnx has 7 bytes, expected 232589"):
+        model_path("yunet_s_640_640")
 
 
 def test_missing_without_download_and_unknown_names(cache_dir, monkeypatch):
     monkeypatch.delenv(models.MIRROR_ENV, raising=False)
     with pytest.raises(ModelFetchError, match="dfl-perf models fetch facemesh_468"):
         model_path("facemesh_468", download=False)
+    # tests never download: conftest points every upstream address at a closed local port
+    with pytest.raises(ModelFetchError, match="cannot download facemesh_468 from http://127.0.0.1:9/"):
+        model_path("facemesh_468")
+    assert _leftovers(cache_dir) == []
     with pytest.raises(ModelFetchError, match="unknown model 'nope'.*yunet_n_320_320"):
         model_path("nope")
 
 
-def test_models_main(shared_models, cache_dir, monkeypatch, capsys):
-    monkeypatch.setenv(models.MIRROR_ENV, str(shared_models))
+def test_models_main(cache_dir, monkeypatch, capsys, tmp_path):
+    for name in ("t_one", "t_two"):
+        info = ModelInfo(name, name + ".bin", "http://127.0.0.1:9/%s.bin" % name,
+                         hashlib.sha256(PAYLOAD).hexdigest(), len(PAYLOAD), "test")
+        monkeypatch.setitem(REGISTRY, name, info)
+        (tmp_path / info.filename).write_bytes(PAYLOAD)
+    monkeypatch.setenv(models.MIRROR_ENV, str(tmp_path))
     assert models_main(["list"]) == 0
-    out = capsys.readouterr().out
-    assert "yunet_s_640_640" in out and "mirror" in out
-    assert models_main(["fetch", "--quiet", "peppa_slim_160_68pt"]) == 0
-    assert Path(capsys.readouterr().out.strip()) == cache_dir / "models" / "peppa_slim_160_68pt.onnx"
-    assert models_main(["path", "facemesh_468"]) == 0
-    assert capsys.readouterr().out.strip() == str(shared_models / "facemesh_468.onnx")
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:]}
+    assert rows["t_one"][-2:] == ["mirror", str(tmp_path / "t_one.bin")]
+    assert rows["yunet_n_320_320"][-2:] == ["embedded", str(model_path("yunet_n_320_320"))]
+    assert rows["facemesh_468"][-2:] == ["missing", "-"]
+    assert models_main(["fetch", "--quiet", "t_one"]) == 0
+    assert Path(capsys.readouterr().out.strip()) == cache_dir / "models" / "t_one.bin"
+    assert (cache_dir / "models" / "t_one.bin").read_bytes() == PAYLOAD
+    assert models_main(["path", "t_two"]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "t_two.bin")
     assert models_main(["fetch", "nope"]) == 1
     assert "unknown model 'nope'" in capsys.readouterr().err
     assert models_main(["bogus"]) == 2
     monkeypatch.delenv(models.MIRROR_ENV)
-    assert models_main(["path", "--no-fetch", "yunet_s_640_640"]) == 1
+    assert models_main(["path", "--no-fetch", "t_two"]) == 1
     assert "not in the cache" in capsys.readouterr().err
+    assert models_main(["path", "--no-fetch", "t_one"]) == 0  # fetched into the cache above
+    assert capsys.readouterr().out.strip() == str(cache_dir / "models" / "t_one.bin")

@@ -68,8 +68,8 @@ class _Optimized:
 
 
 @pytest.fixture(scope="module")
-def parts(shared_models):
-    det = FaceDetector(str(shared_models / "yunet_n_320_320.onnx"))
+def parts(yunet_n):
+    det = FaceDetector(str(yunet_n))
     swapper = DFMSwapper(ort.InferenceSession(build_dfm_standin(RES, cost="5ms").SerializeToString(),
                                               providers=["CPUExecutionProvider"]))
     return det, swapper
@@ -92,13 +92,13 @@ def test_both_ways_give_the_same_frames(parts):
 
 
 @pytest.mark.timeout(120)
-def test_tuned_sessions_agree(parts, shared_models):
+def test_tuned_sessions_agree(parts, yunet_n):
     det, swapper = parts
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = 1
     options.log_severity_level = 3
-    tuned_det = FaceDetector(ort.InferenceSession(str(shared_models / "yunet_n_320_320.onnx"), options,
+    tuned_det = FaceDetector(ort.InferenceSession(str(yunet_n), options,
                                                   providers=["CPUExecutionProvider"]))
     tuned_swap = DFMSwapper(ort.InferenceSession(build_dfm_standin(RES, cost="5ms").SerializeToString(), options,
                                                  providers=["CPUExecutionProvider"]))

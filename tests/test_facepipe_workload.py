@@ -26,7 +26,7 @@ FAST = Workload(dfm_cost="5ms")
 
 
 @pytest.fixture(scope="module")
-def frames(shared_models, shared_media):
+def frames():
     from dfl_perf.facepipe.clip import make_clip
 
     return make_clip(size=(640, 480), frames=12, seed=3).to_list()
@@ -131,7 +131,7 @@ def test_low_memory_gives_the_same_frames_with_one_swap_worker(frames, no_thread
         np.testing.assert_array_equal(outputs[True][i], outputs[False][i])
 
 
-def test_session_settings_per_mode(shared_models, no_thread_leak, caplog):
+def test_session_settings_per_mode(no_thread_leak, caplog):
     with OptimizedRunner(FAST, provider="cpu") as runner:  # the memory pattern only costs memory on a CPU
         assert runner.session_config.enable_mem_pattern is False and not runner.session_config.lean_weights
     with caplog.at_level("WARNING", logger="dfl_perf.facepipe"):

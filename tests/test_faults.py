@@ -150,7 +150,7 @@ def module_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def frames(shared_models, shared_media, module_cache):
+def frames(module_cache):
     from dfl_perf.facepipe.clip import make_clip
 
     return make_clip(size=(320, 240), frames=6, seed=3).to_list()

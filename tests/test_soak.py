@@ -50,7 +50,7 @@ def test_too_short_fails():
 
 
 @pytest.mark.timeout(180)
-def test_short_real_soak(cache_dir, shared_models, shared_media, no_thread_leak):
+def test_short_real_soak(cache_dir, no_thread_leak):
     pytest.importorskip("cv2")
     pytest.importorskip("onnxruntime")
     from dfl_perf.soak import run_soak

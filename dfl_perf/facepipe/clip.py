@@ -25,7 +25,7 @@ import numpy as np
 __all__ = ["SyntheticClip", "make_clip", "open_source", "VideoSource", "default_face_image", "ASTRONAUT_FACE_BOX",
            "CLIP_SIZES", "PATH_PERIOD"]
 
-ASTRONAUT_FACE_BOX = (179.0, 63.0, 270.0, 174.0)  # x1, y1, x2, y2 in astronaut.png
+ASTRONAUT_FACE_BOX = (179.0, 63.0, 270.0, 174.0)  # x1, y1, x2, y2 in astronaut.png (and the shipped JPEG)
 CLIP_SIZES = ((640, 480), (1280, 720))
 _PATCH_SCALE = 2.0  # the pasted patch is this many times the face box's longer side
 _FACE_HEIGHT = 0.30  # face box height at scale 1, as a fraction of the cell's shorter side
@@ -37,16 +37,11 @@ ImageArg = Union[None, str, "os.PathLike[str]", np.ndarray]
 
 
 def default_face_image() -> Path:
-    """astronaut.png: from the shared media folder (``DFL_PERF_SHARED``/media, default ../shared beside
-    the checkout) when present, else the registry's pinned copy (user cache, or fetched and hash-checked)."""
-    root = os.environ.get("DFL_PERF_SHARED")
-    base = Path(root) if root else Path(__file__).resolve().parents[3] / "shared"
-    shared = base / "media" / "astronaut.png"
-    if shared.is_file():
-        return shared
-    from dfl_perf.facepipe.models import model_path
+    """The face photo shipped with the package (``dfl_perf.facepipe.models.face_photo_path``):
+    astronaut.png as a 512x512 JPEG, its face at ``ASTRONAUT_FACE_BOX``."""
+    from dfl_perf.facepipe.models import face_photo_path
 
-    return model_path("astronaut")
+    return face_photo_path()
 
 
 def _load_image(image: ImageArg) -> Tuple[np.ndarray, bool]:
@@ -59,8 +54,7 @@ def _load_image(image: ImageArg) -> Tuple[np.ndarray, bool]:
         return image, False
     path = Path(image) if image is not None else default_face_image()
     if not path.is_file():
-        hint = "" if image is not None else " (pass image=..., or set DFL_PERF_SHARED to the folder holding media/)"
-        raise FileNotFoundError("face image not found: %s%s" % (path, hint))
+        raise FileNotFoundError("face image not found: %s" % path)
     frame = cv2.imread(str(path), cv2.IMREAD_COLOR)  # imread gives BGR, also for an RGB PNG
     if frame is None:
         raise ValueError("cannot read face image %s (not an image OpenCV can decode)" % path)

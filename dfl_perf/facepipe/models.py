@@ -1,6 +1,11 @@
-"""Pinned models: a registry, a resolver and a resumable, hash-checked downloader.
+"""Pinned models: a registry, the embedded defaults, a resolver and a resumable, hash-checked downloader.
+
+The package ships two small files in ``dfl_perf/data`` (sources and licences in ``SOURCES.md`` there):
+the YuNet-n 320 detector (``model_path("yunet_n_320_320")``) and a face photo (``face_photo_path()``),
+so the reference pipeline runs offline with nothing else installed.
 
 Where ``model_path(name)`` looks, in order:
+0. the package itself, for an embedded model (size and sha256 checked; a damaged file is an error);
 1. the mirror (``mirror=`` or env ``DFL_PERF_MODEL_MIRROR``): a directory holding the files under
    their registry file names (used in place, after a size and sha256 check), or an http(s) base
    URL (files fetched from ``<base>/<filename>`` into the cache);
@@ -31,8 +36,8 @@ from typing import Dict, List, Optional, TextIO, Tuple
 
 from dfl_perf.progress import ProgressBar
 
-__all__ = ["ModelInfo", "REGISTRY", "MIRROR_ENV", "ModelFetchError", "models_cache_dir", "model_path", "fetch",
-           "model_status", "models_main"]
+__all__ = ["ModelInfo", "REGISTRY", "EMBEDDED_MODELS", "MIRROR_ENV", "ModelFetchError", "models_cache_dir",
+           "model_path", "face_photo_path", "fetch", "model_status", "models_main"]
 
 MIRROR_ENV = "DFL_PERF_MODEL_MIRROR"
 _CHUNK = 256 * 1024
@@ -73,6 +78,13 @@ REGISTRY: Dict[str, ModelInfo] = {m.name: m for m in (
               "88431cd9653ccd539741b555fb0a46b61558b301d4110412b5bc28b5e3ea6cb5", 791555, "public domain (NASA)",
               "real face photo for the test clip (not a model), 512x512 RGB"),
 )}
+
+# Registry models that ship inside the package (dfl_perf/data, under their registry file names).
+EMBEDDED_MODELS = frozenset({"yunet_n_320_320"})
+_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+_FACE_PHOTO = ModelInfo("face_photo", "astronaut.jpg", "", "74139dcfd87ccd42855a9e35bcd6df9d08640d041f77d29115e381bdebf60a59",
+                        66489, "public domain (NASA)",
+                        "astronaut.png re-encoded as JPEG, 512x512 BGR, face box about (179, 63, 270, 174)")
 
 
 class ModelFetchError(RuntimeError):
@@ -147,9 +159,30 @@ def _valid(path: Path, info: ModelInfo) -> bool:
         return False
 
 
+def _embedded(info: ModelInfo) -> Path:
+    """The verified file shipped in the package; ModelFetchError when it is missing or damaged."""
+    path = _DATA_DIR / info.filename
+    if not path.is_file():
+        raise ModelFetchError("embedded file %s is missing: the dfl_perf install is incomplete; reinstall it" % path)
+    try:
+        _check_file(path, info, "embedded file")
+    except ModelFetchError as exc:
+        raise ModelFetchError("%s: the dfl_perf install is damaged; reinstall it" % exc) from None
+    return path
+
+
+def face_photo_path() -> Path:
+    """The face photo shipped with the package (verified): astronaut.png from scikit-image (public domain,
+    NASA) as a 512x512 JPEG; ``dfl_perf.facepipe.clip.ASTRONAUT_FACE_BOX`` locates its face."""
+    return _embedded(_FACE_PHOTO)
+
+
 def model_path(name: str, download: bool = True, progress: bool = False, mirror: Optional[str] = None) -> Path:
-    """Path of a verified model file: mirror directory, user cache, or (``download``) fetched now."""
+    """Path of a verified model file: the package's own copy (``EMBEDDED_MODELS``), the mirror directory,
+    the user cache, or (``download``) fetched now."""
     info = _info(name)
+    if name in EMBEDDED_MODELS:
+        return _embedded(info)
     source = _mirror(mirror)
     if source and not _is_url(source):
         candidate = Path(source).expanduser() / info.filename
@@ -170,8 +203,11 @@ def fetch(name: str, progress: bool = True, mirror: Optional[str] = None, timeou
     """Put a verified copy of model ``name`` in the user cache (from the mirror or upstream); return its path.
 
     An interrupted transfer is resumed up to ``retries`` times in this call (and by later calls).
+    An embedded model needs no fetch: its path in the package is returned.
     """
     info = _info(name)
+    if name in EMBEDDED_MODELS:
+        return _embedded(info)
     with _locks_guard:
         lock = _locks.setdefault(name, threading.Lock())
     with lock:
@@ -303,8 +339,13 @@ def _progress(label: str, total: int, stream: TextIO) -> ProgressBar:
 
 
 def model_status(name: str, mirror: Optional[str] = None) -> Tuple[str, Optional[Path]]:
-    """("mirror" | "cached" | "partial NN%" | "missing", path or None), without downloading."""
+    """("embedded" | "damaged" | "mirror" | "cached" | "partial NN%" | "missing", path or None), without downloading."""
     info = _info(name)
+    if name in EMBEDDED_MODELS:
+        path = _DATA_DIR / info.filename
+        if not path.is_file():
+            return "missing", None
+        return ("embedded" if _valid(path, info) else "damaged"), path
     source = _mirror(mirror)
     if source and not _is_url(source):
         candidate = Path(source).expanduser() / info.filename
@@ -327,7 +368,7 @@ def models_main(argv: List[str]) -> int:
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("list", help="the registry and where each model is")
     p_fetch = sub.add_parser("fetch", help="put verified copies into the user cache, from the mirror or upstream "
-                             "(all models when no NAME)")
+                             "(all models when no NAME; an embedded model is only located)")
     p_fetch.add_argument("names", nargs="*", metavar="NAME")
     p_fetch.add_argument("--quiet", action="store_true", help="no progress bar")
     p_path = sub.add_parser("path", help="print the path of a model (fetching it if needed)")
