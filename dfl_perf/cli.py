@@ -131,7 +131,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_benchmark)
 
     p = sub.add_parser("run", help="headless face swap: a DFM on a video file or camera, written to a video")
-    p.add_argument("--model", required=True, metavar="PATH.dfm", help="the DFM (or DFM-shaped ONNX) model")
+    p.add_argument("--model", metavar="PATH.dfm",
+                   help="the DFM (or DFM-shaped ONNX) model (default: the DFM-shaped stand-in, not a real face swap)")
     p.add_argument("--source", required=True, metavar="VIDEO|INDEX", help="a video file, or a camera index")
     p.add_argument("--output", metavar="OUT.mp4", help="the video to write (.mp4, .avi, .mkv, .mov)")
     p.add_argument("--show", action="store_true", help="show a preview window with the live HUD")
@@ -140,6 +141,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, help="stop after this many frames")
     p.add_argument("--low-memory", action="store_true",
                    help="smaller peak memory for a little less FPS (one swap worker, at most 3 frames alive)")
+    p.add_argument("--json", metavar="PATH", help="write the run's summary (frames, dropped, late, failed, FPS, "
+                   "latency percentiles) as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run)
 

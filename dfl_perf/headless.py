@@ -7,13 +7,14 @@ dropped (and frames older than ``deadline``), so the output stays real-time.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
-__all__ = ["HeadlessOptions", "run_headless", "HeadlessError"]
+__all__ = ["HeadlessOptions", "run_headless", "HeadlessError", "write_json"]
 
 _FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "XVID"}
 
@@ -24,7 +25,7 @@ class HeadlessError(RuntimeError):
 
 @dataclass
 class HeadlessOptions:
-    model: str
+    model: Optional[str]  # None: the DFM-shaped stand-in (dfl_perf.facepipe.standin), built into the user cache
     source: Union[str, int]
     output: Optional[str] = None
     show: bool = False
@@ -47,12 +48,17 @@ def _check_output(output: str) -> str:
     if suffix not in _FOURCC:
         raise HeadlessError("output %s: unsupported extension %r (use one of %s)"
                             % (path, suffix, ", ".join(sorted(_FOURCC))))
+    _check_folder(output)
+    return suffix
+
+
+def _check_folder(output: str) -> None:
+    path = Path(output)
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise HeadlessError("output %s: folder %s does not exist" % (path, folder))
     if not os.access(str(folder), os.W_OK):
         raise HeadlessError("output %s: folder %s is not writable" % (path, folder))
-    return suffix
 
 
 def _open_writer(output: str, fps: float, size: Any) -> Any:
@@ -69,7 +75,7 @@ def _open_writer(output: str, fps: float, size: Any) -> Any:
 def _build_runner(options: HeadlessOptions, live: bool, monitor: Any) -> Any:
     from dfl_perf.facepipe.workload import OptimizedRunner, Workload
 
-    if not Path(options.model).is_file():
+    if options.model is not None and not Path(options.model).is_file():
         raise HeadlessError("model not found: %s" % options.model)
     workload = Workload(detector=options.detector, dfm=options.model, max_faces=options.max_faces)
     try:
@@ -77,11 +83,12 @@ def _build_runner(options: HeadlessOptions, live: bool, monitor: Any) -> Any:
                                monitor=monitor, low_memory=options.low_memory,
                                merge_in_place=options.low_memory)  # a reader's frames are new arrays
     except Exception as exc:  # ModelLoadError, DFMContractError, ModelFetchError: each says what is wrong
-        raise HeadlessError("cannot use model %s: %s" % (options.model, exc)) from exc
+        raise HeadlessError("cannot use model %s: %s" % (options.model or "(the stand-in)", exc)) from exc
 
 
 def run_headless(options: HeadlessOptions) -> Dict[str, Any]:
-    """Swap faces in ``options.source`` and write ``options.output``; returns the monitor's summary."""
+    """Swap faces in ``options.source`` and write ``options.output``; returns the monitor's summary
+    with the runner's frame accounting added (``"accounting"``: submitted, done, dropped, late, error)."""
     from dfl_perf.facepipe.clip import VideoSource
     from dfl_perf.monitor import PerformanceMonitor, draw_overlay
     from dfl_perf.progress import ProgressBar
@@ -111,9 +118,12 @@ def run_headless(options: HeadlessOptions) -> Dict[str, Any]:
                     raise _Stop()
             bar.advance()
 
+        accounting: Dict[str, int] = {}
         try:
             with runner:
-                runner.run(source, sink=sink)
+                stats = runner.run(source, sink=sink)
+                accounting = {k: int(v) for k, v in stats.accounting.items()
+                              if k in ("submitted", "done", "dropped", "late", "error")}
         except _Stop:
             pass
         except ValueError as exc:  # the source went bad mid-stream
@@ -126,7 +136,7 @@ def run_headless(options: HeadlessOptions) -> Dict[str, Any]:
                 import cv2
 
                 cv2.destroyAllWindows()
-        return monitor.summary()
+        return dict(monitor.summary(), accounting=accounting)
 
 
 def format_summary(summary: Dict[str, Any]) -> str:
@@ -137,12 +147,22 @@ def format_summary(summary: Dict[str, Any]) -> str:
         summary.get("fps_mean") or 0.0, 1000 * (lat.get("p50") or 0.0), 1000 * (lat.get("p95") or 0.0))
 
 
+def write_json(path: str, options: HeadlessOptions, summary: Dict[str, Any]) -> None:
+    """The run's summary as JSON: the monitor's figures (frames, dropped, late, failed, fps, fps_mean,
+    latency p50/p95/p99/max in seconds, stages), the runner's accounting, and the options."""
+    with open(path, "w") as fh:
+        json.dump(dict(summary, options=asdict(options)), fh, indent=2)
+
+
 def main_args(args: Any) -> int:
     """``dfl-perf run`` with parsed arguments; prints errors in words and returns the exit code."""
     options = HeadlessOptions(model=args.model, source=args.source, output=args.output, show=args.show,
                               provider=args.provider, max_faces=args.max_faces, max_frames=args.max_frames,
                               progress=not args.no_progress, low_memory=args.low_memory)
+    json_path = getattr(args, "json", None)
     try:
+        if json_path:
+            _check_folder(json_path)
         summary = run_headless(options)
     except HeadlessError as exc:
         print("dfl-perf run: %s" % exc, file=sys.stderr)
@@ -150,4 +170,7 @@ def main_args(args: Any) -> int:
     print(format_summary(summary))
     if options.output:
         print("wrote %s" % options.output)
+    if json_path:
+        write_json(json_path, options, summary)
+        print("wrote %s" % json_path)
     return 0

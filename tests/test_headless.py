@@ -16,7 +16,7 @@ FRAMES = 10
 
 
 @pytest.fixture(scope="module")
-def video(tmp_path_factory, shared_models, shared_media):
+def video(tmp_path_factory):
     from dfl_perf.facepipe.clip import make_clip
 
     path = tmp_path_factory.mktemp("video") / "in.avi"
@@ -88,3 +88,39 @@ def test_not_an_onnx_model(video, tmp_path, capsys):
     assert main(["run", "--model", str(bad), "--source", str(video), "--output", str(tmp_path / "o.mp4")]) == 2
     err = capsys.readouterr().err
     assert "bad.dfm" in err and "not a valid ONNX model" in err
+
+
+@pytest.mark.timeout(180)
+def test_cli_run_without_model_writes_a_json_summary(video, tmp_path, cache_dir, capsys):
+    import json
+    import time
+
+    out, report_path = tmp_path / "out.avi", tmp_path / "run.json"
+    t0 = time.perf_counter()
+    assert main(["run", "--source", str(video), "--output", str(out), "--json", str(report_path), "--no-progress"]) == 0
+    wall = time.perf_counter() - t0
+    assert "wrote %s" % report_path in capsys.readouterr().out
+
+    def no_nan(value):
+        raise ValueError("not JSON: %s" % value)
+
+    report = json.loads(report_path.read_text(), parse_constant=no_nan)
+    assert (report["frames"], report["dropped"], report["late"], report["failed"]) == (FRAMES, 0, 0, 0)
+    assert report["accounting"] == {"submitted": FRAMES, "done": FRAMES, "dropped": 0, "late": 0, "error": 0}
+    assert FRAMES / wall <= report["fps_mean"] < 10_000  # frames over the run's active time, within the call's
+    lat = report["latency"]
+    assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"] < wall
+    assert lat["count"] == FRAMES
+    assert report["options"]["model"] is None and report["options"]["source"] == str(video)
+    written, original = _read(out), _read(video)
+    assert len(written) == FRAMES
+    assert min(np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(written, original)) > 0.5
+
+
+def test_cli_run_json_folder_is_checked_before_the_run(video, tmp_path, capsys):
+    code = main(["run", "--source", str(video), "--output", str(tmp_path / "o.avi"),
+                 "--json", str(tmp_path / "nowhere" / "run.json"), "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "nowhere" in err and "does not exist" in err
+    assert not (tmp_path / "o.avi").exists()
