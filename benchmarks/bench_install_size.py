@@ -7,7 +7,7 @@ a fresh venv (pip, setuptools) are left out. Sizes are apparent sizes (sum of fi
 (10^6 bytes). Everything is built under one temporary folder that is deleted at the end.
 
     python benchmarks/bench_install_size.py                   # all default sets (needs PyPI; minutes)
-    python benchmarks/bench_install_size.py --quick           # dfl_perf core and [cpu] only
+    python benchmarks/bench_install_size.py --quick           # dfl_perf's wheel, core and [cpu] only
     python benchmarks/bench_install_size.py --json out.json --markdown benchmarks/install_size.md
 """
 
@@ -54,6 +54,9 @@ def default_sets() -> Dict[str, dict]:
     """Name -> {python, requirements, note} for every set this script knows."""
     py311, py38 = "python3", _python38()
     return {
+        "dfl_perf-wheel": {"python": py311, "reqs": ["--no-deps", "dfl_perf"],
+                           "note": "dfl_perf's own wheel alone, no dependencies (the embedded YuNet-n and face photo "
+                                   "included)"},
         "dfl_perf": {"python": py311, "reqs": ["dfl_perf"],
                      "note": "core, no extras (what a DFL user adds)"},
         "dfl_perf[cpu]": {"python": py311, "reqs": ["dfl_perf[cpu]"], "note": "core + onnxruntime"},
@@ -72,9 +75,9 @@ def default_sets() -> Dict[str, dict]:
     }
 
 
-DEFAULT_SETS = ["dfl_perf", "dfl_perf[cpu]", "requirements_minimal.txt", "requirements_gpu.txt",
+DEFAULT_SETS = ["dfl_perf-wheel", "dfl_perf", "dfl_perf[cpu]", "requirements_minimal.txt", "requirements_gpu.txt",
                 "dfl-pinned", "dfl-pinned+dfl_perf"]
-QUICK_SETS = ["dfl_perf", "dfl_perf[cpu]"]
+QUICK_SETS = ["dfl_perf-wheel", "dfl_perf", "dfl_perf[cpu]"]
 
 _MEASURE_SNIPPET = r"""
 import json, os, sys
