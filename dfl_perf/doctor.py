@@ -93,7 +93,7 @@ def recommendations(info: Dict[str, Any]) -> List[str]:
     advice = list(info["problems"])
     providers = info["providers"]
     if not providers:
-        advice.append("onnxruntime is not installed: pip install 'dfl_perf[cpu]' (CPU) or 'dfl_perf[gpu]' "
+        advice.append("onnxruntime is not installed: pip install onnxruntime (CPU) or onnxruntime-gpu "
                       "(NVIDIA), or keep the flavour your app already ships")
     if "CUDAExecutionProvider" in providers:
         advice.append("CUDA provider found: use cudnn_conv_algo_search=HEURISTIC (dfl_perf's default) to avoid "

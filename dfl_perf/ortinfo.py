@@ -18,7 +18,7 @@ def ort_module() -> Any:
     try:
         import onnxruntime
     except ImportError as exc:
-        raise ImportError("dfl_perf needs onnxruntime for this (pip install dfl_perf[cpu], or onnxruntime-gpu / "
+        raise ImportError("dfl_perf needs onnxruntime for this (pip install onnxruntime, or onnxruntime-gpu / "
                           "onnxruntime-directml): %s" % exc) from None
     return onnxruntime
 

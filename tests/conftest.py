@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import signal
 import sys
 import threading
 import time
@@ -27,6 +28,12 @@ pytest_plugins = ["pytester"]  # tests/test_fresh_clone.py runs the skip check o
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+
+# A shell starts a background job (`cmd &`, a CI runner's child) with SIGINT ignored, and Python then
+# installs no KeyboardInterrupt handler: the Ctrl-C tests would see nothing. Put Python's own back.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def shared_root() -> Path:

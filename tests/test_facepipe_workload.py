@@ -205,9 +205,10 @@ def test_negative_stand_in_weights_are_a_clear_error():
 
 def test_standin_file_is_built_once(cache_dir):
     a = standin_model_path(224, "5ms")
-    mtime = a.stat().st_mtime_ns
-    time.sleep(0.01)
-    assert standin_model_path(224, "5ms") == a and a.stat().st_mtime_ns == mtime
+    before = a.stat()
+    assert standin_model_path(224, "5ms") == a
+    after = a.stat()  # a rebuild writes a new file and renames it over: a new inode, whatever the clock
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
     assert str(a).startswith(str(cache_dir))
 
 
@@ -217,7 +218,7 @@ def test_dfl_live_loop_takes_the_newest_frame(no_thread_leak):
 
     from dfl_perf.facepipe.workload import run_live_latest
 
-    frames = [np.full((4, 4, 3), i, np.uint8) for i in range(10)]
+    frames = [np.full((4, 4, 3), i, np.uint8) for i in range(50)]  # the camera's 50 frames, numbered
     seen = []
 
     def slow(frame):  # 4x slower than the camera: most frames are never taken
@@ -225,6 +226,8 @@ def test_dfl_live_loop_takes_the_newest_frame(no_thread_leak):
         _time.sleep(0.08)
 
     stats = run_live_latest(slow, frames, fps=50, duration=1.0)
-    assert stats.frames == len(seen) and 5 <= stats.frames <= 20
-    assert stats.frames + stats.not_done == 50
-    assert all(0 < lat < 0.5 for lat in stats.latencies)
+    assert stats.frames == len(seen) >= 2 and stats.frames + stats.not_done == 50
+    steps = np.diff(seen)
+    assert (steps >= 1).all() and steps.mean() > 1.5, seen  # never an older frame; most frames skipped
+    assert stats.frames < 50 and seen[0] == 0
+    assert all(0.08 <= lat < 1.0 for lat in stats.latencies)  # capture to end of process: >= the 80 ms sleep
