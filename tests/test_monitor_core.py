@@ -303,7 +303,7 @@ def test_monitor_owns_its_sampler(no_thread_leak):
         assert monitor.sampler is not None and monitor.sampler.running
         monitor.sampler.sample_once()
         system = monitor.summary()["system"]
-        assert system["process_rss"] > 0
+        assert system["process_rss"] > 10 << 20  # a Python process with numpy: tens of MB
     assert not monitor.sampler.running
     monitor.close()  # idempotent
 
