@@ -203,6 +203,16 @@ def test_negative_stand_in_weights_are_a_clear_error():
         Workload(dfm_weights_mb=-5)
 
 
+def test_timeline_has_a_row_even_for_a_run_shorter_than_a_fifth_of_a_window():
+    from dfl_perf.facepipe.workload import RunStats
+
+    short = RunStats(frames=3, started=10.0, finished=10.06, latencies=[0.01, 0.02, 0.03],
+                     completions=[10.02, 10.04, 10.06])
+    assert short.timeline() == [{"t": pytest.approx(0.06), "fps": pytest.approx(50.0), "latency_p50": 0.02}]
+    longer = RunStats(frames=4, started=0.0, finished=0.55, latencies=[0.01] * 4, completions=[0.1, 0.2, 0.3, 0.55])
+    assert [row["t"] for row in longer.timeline()] == [0.5]  # a 0.05 s last window is left out
+
+
 def test_standin_file_is_built_once(cache_dir):
     a = standin_model_path(224, "5ms")
     before = a.stat()

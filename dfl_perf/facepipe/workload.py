@@ -147,7 +147,7 @@ class RunStats:
         for lo in np.arange(0.0, end + window, window):
             sel = (done >= lo) & (done < lo + window)
             width = min(window, end - lo)  # the last window is only as long as the run
-            if sel.any() and width > 0.2 * window:
+            if sel.any() and (width > 0.2 * window or lo == 0.0):  # a run shorter than that: its one row
                 rows.append({"t": float(lo + width), "fps": float(sel.sum() / width),
                              "latency_p50": float(np.median(lat[sel]))})
         return rows
