@@ -23,7 +23,6 @@ hash mismatch or a file of the wrong size the ``.part`` is deleted; an HTTP erro
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import shutil
 import sys
@@ -134,11 +133,9 @@ def _sha256(path: Path) -> str:
     key = (str(path), stat.st_size, stat.st_mtime_ns)
     digest = _verified.get(key)
     if digest is None:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1024 * 1024), b""):
-                h.update(block)
-        digest = _verified[key] = h.hexdigest()
+        from dfl_perf.files import sha256_file
+
+        digest = _verified[key] = sha256_file(path)
     return digest
 
 
