@@ -102,7 +102,7 @@ def _dfl_style_merge(frame: Any, celeb: Any, mask: Any, M: Any, erode: int = 5, 
 
 
 def _one_by_one(swapper: Any, faces: Any) -> Any:
-    return [swapper.swap(face) for face in faces]  # DFL: one convert() per face
+    return [swapper.run(face) for face in faces]  # DFL: one convert() per face
 
 
 # ------------------------------------------------------------------------------------ the rows
@@ -120,12 +120,12 @@ def _rows(args: argparse.Namespace) -> List[Dict[str, Any]]:
     import numpy as np
     import onnxruntime as ort
 
+    from dfl_perf.buffers import DFMRunner
     from dfl_perf.facepipe.align import align_matrix, warp_face
     from dfl_perf.facepipe.clip import make_clip
     from dfl_perf.facepipe.detector import FaceDetector
     from dfl_perf.facepipe.merge import merge_face
     from dfl_perf.facepipe.standin import build_dfm_standin
-    from dfl_perf.facepipe.swapper import DFMSwapper
 
     it, rep = args.iters, args.repeats
     rows = []
@@ -150,18 +150,18 @@ def _rows(args: argparse.Namespace) -> List[Dict[str, Any]]:
 
     session = ort.InferenceSession(build_dfm_standin(RES, cost="5ms").SerializeToString(),
                                    providers=["CPUExecutionProvider"])
-    swapper = DFMSwapper(session)
+    swapper = DFMRunner(session, io_binding=False)  # plain session.run, as DFL
     for n in (1, 2, 4):
         faces = np.random.RandomState(n).randint(0, 256, (n, RES, RES, 3), dtype=np.uint8)
-        row("swap", "%d face(s), 224" % n, partial(_one_by_one, swapper, faces), partial(swapper.swap, faces))
+        row("swap", "%d face(s), 224" % n, partial(_one_by_one, swapper, faces), partial(swapper.run, faces))
 
     for size in ((640, 480), (1280, 720), (1920, 1080)):
         frame = make_clip(size=size, frames=1)[0]
         face = FaceDetector(_model("yunet_n_320_320")).detect(frame)[0]
         M = align_matrix(face.keypoints, RES)
         crop = warp_face(frame, M, RES)
-        celeb, celeb_mask, face_mask = swapper.swap(crop)
-        c, m = celeb[0], celeb_mask[0] * face_mask[0]
+        swapped = swapper.run(crop)
+        c, m = swapped.celeb_face[0], swapped.celeb_face_mask[0] * swapped.face_mask[0]
         a, b = _dfl_style_merge(frame, c, m, M), merge_face(frame, c, m, M)
         diff = np.abs(a.astype(int) - b.astype(int))
         # same result up to rounding and warp fixed-point (1/32 px) differences

@@ -563,11 +563,13 @@ def test_bound_session_equals_session_run_on_real_models(real_model, name, feed_
 
 
 # ----------------------------------------------------------------------------- DFMRunner
+@pytest.mark.parametrize("io_binding", [True, False])
 @pytest.mark.parametrize("morph", [False, True])
-def test_dfm_runner_equals_dfl_way(morph):
+def test_dfm_runner_equals_dfl_way(morph, io_binding):
     sess = _session(dfm_model(res=16, morph=morph))
-    runner = DFMRunner(sess)
+    runner = DFMRunner(sess, io_binding=io_binding)
     assert runner.resolution == 16 and runner.has_morph_value == morph
+    assert (runner.bound is not None) == io_binding
     face = faces(1)[0]
     for factor in (0.75, 0.3):
         out = runner.run(face, morph_factor=factor)
@@ -577,6 +579,49 @@ def test_dfm_runner_equals_dfl_way(morph):
             np.testing.assert_array_equal(got, want)  # bit-identical to astype(float32) / 255
     assert out.face_mask.shape == (1, 16, 16, 1) and out.celeb_face.shape == (1, 16, 16, 3)
     runner.close()
+
+
+@pytest.mark.parametrize("resolution, morph", [(224, False), (320, True)])
+def test_dfm_runner_runs_the_dfm_standin_as_dfl_does(resolution, morph):
+    from dfl_perf.facepipe.standin import build_dfm_standin
+
+    sess = _session(build_dfm_standin(resolution, morph=morph, cost="5ms", seed=3))
+    batch = faces(2, res=resolution, seed=5)
+    ref = dfl_reference(sess, batch, 0.75 if morph else None)  # out_face_mask, out_celeb, out_celeb_mask
+    for io_binding in (True, False):
+        with DFMRunner(sess, io_binding=io_binding, resolution=resolution) as runner:
+            out = runner.run(batch)  # DFL's default morph factor, 0.75
+            for got, want in zip(out, ref):
+                np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(DFMContractError, match="resolution is %d, expected 256" % resolution):
+        DFMRunner(sess, resolution=256)
+
+
+def test_dfm_runner_without_io_binding_hands_out_new_arrays():
+    sess = _session(dfm_model(res=16, morph=True))
+    runner = DFMRunner(sess, io_binding=False)
+    first = runner.run(faces(1, seed=1))
+    kept = [o.copy() for o in first]
+    second = runner.run(faces(1, seed=2))
+    for a, b, k in zip(first, second, kept):
+        np.testing.assert_array_equal(a, k)  # the next run did not overwrite them
+        assert not np.shares_memory(a, b)
+    with pytest.raises(ValueError, match="pass it, not a BoundSession"):
+        DFMRunner(BoundSession(sess), io_binding=False)
+
+
+@pytest.mark.parametrize("io_binding", [True, False])
+def test_dfm_runner_morph_factor_is_checked_and_changes_amp_outputs(io_binding):
+    face = faces(1, seed=7)
+    amp = DFMRunner(_session(dfm_model(res=16, morph=True)), io_binding=io_binding)
+    low = amp.run(face, morph_factor=0.0).celeb_face.copy()
+    high = amp.run(face, morph_factor=1.0).celeb_face
+    assert np.abs(low - high).max() > 1e-3
+    with pytest.raises(ValueError, match=r"morph_value:0: morph_factor must be within 0..1, got 1.5"):
+        amp.run(face, morph_factor=1.5)
+    plain = DFMRunner(_session(dfm_model(res=16)), io_binding=io_binding)
+    np.testing.assert_array_equal(plain.run(face, morph_factor=1.5).celeb_face,  # ignored, as DFL does
+                                  plain.run(face).celeb_face)
 
 
 def test_dfm_runner_batches_faces_and_accepts_lists_and_float_faces():
@@ -721,7 +766,8 @@ def test_close_from_another_thread_waits_for_the_run_in_progress(which, no_threa
         runner = BoundSession(sess, host_pool=pool)
         args = ({"in_face:0": faces(1, res=16).astype(np.float32) / 255},)
     inside, release = threading.Event(), threading.Event()
-    real_run = runner._run
+    method = "_run_bound" if which == "dfm_runner" else "_run"
+    real_run = getattr(runner, method)
 
     def held_run(*a):  # the real run, held open until the test lets it finish
         out = real_run(*a)
@@ -729,7 +775,7 @@ def test_close_from_another_thread_waits_for_the_run_in_progress(which, no_threa
         release.wait(30)
         return out
 
-    runner._run = held_run
+    setattr(runner, method, held_run)
     results = []
     worker = threading.Thread(target=lambda: results.append(runner.run(*args)))
     worker.start()

@@ -10,12 +10,12 @@ cv2 = pytest.importorskip("cv2")
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
+from dfl_perf.buffers import DFMRunner  # noqa: E402
 from dfl_perf.facepipe.align import align_matrix, warp_face  # noqa: E402
 from dfl_perf.facepipe.clip import make_clip  # noqa: E402
 from dfl_perf.facepipe.detector import FaceDetector  # noqa: E402
 from dfl_perf.facepipe.merge import merge_face, merge_faces  # noqa: E402
 from dfl_perf.facepipe.standin import build_dfm_standin  # noqa: E402
-from dfl_perf.facepipe.swapper import DFMSwapper  # noqa: E402
 
 RES = 224
 MAX_FACES = 4
@@ -40,17 +40,16 @@ def _dfl_way(frame, det, swapper):
         M = align_matrix(face.keypoints, RES)
         crop = warp_face(frame, M, RES)
         crops.append(crop)
-        celeb, celeb_mask, face_mask = swapper.swap(crop)
-        out = merge_face(out, celeb[0], celeb_mask[0] * face_mask[0], M)
+        swapped = swapper.run(crop)
+        out = merge_face(out, swapped.celeb_face[0], swapped.celeb_face_mask[0] * swapped.face_mask[0], M)
     return faces, crops, out
 
 
 class _Optimized:
     def __init__(self, det, swapper, frame_shape):
-        self.det, self.swapper = det, swapper
+        self.det, self.swapper = det, DFMRunner(swapper.session)  # IOBinding into pooled buffers
         self.det_input = np.zeros(det.input_shape, np.float32)
         self.crops = np.zeros((MAX_FACES, RES, RES, 3), np.uint8)
-        self.swap_input = np.zeros((MAX_FACES, RES, RES, 3), np.float32)
         self.frame_out = np.zeros(frame_shape, np.uint8)
 
     def __call__(self, frame):
@@ -61,17 +60,16 @@ class _Optimized:
         for i, M in enumerate(mats):
             warp_face(frame, M, RES, out=self.crops[i])
         n = len(faces)
-        batch = swapper.preprocess(self.crops[:n], out=self.swap_input)
-        celeb, celeb_mask, face_mask = swapper.postprocess(
-            _run_bound(swapper.session, swapper.feeds(batch), swapper.output_names))
-        return faces, self.crops[:n], merge_faces(frame, celeb, celeb_mask * face_mask, mats, out=self.frame_out)
+        out = swapper.run(self.crops[:n])  # all faces in one run
+        return faces, self.crops[:n], merge_faces(frame, out.celeb_face, out.celeb_face_mask * out.face_mask, mats,
+                                                  out=self.frame_out)
 
 
 @pytest.fixture(scope="module")
 def parts(yunet_n):
     det = FaceDetector(str(yunet_n))
-    swapper = DFMSwapper(ort.InferenceSession(build_dfm_standin(RES, cost="5ms").SerializeToString(),
-                                              providers=["CPUExecutionProvider"]))
+    swapper = DFMRunner(ort.InferenceSession(build_dfm_standin(RES, cost="5ms").SerializeToString(),
+                                             providers=["CPUExecutionProvider"]), io_binding=False)
     return det, swapper
 
 
@@ -100,8 +98,8 @@ def test_tuned_sessions_agree(parts, yunet_n):
     options.log_severity_level = 3
     tuned_det = FaceDetector(ort.InferenceSession(str(yunet_n), options,
                                                   providers=["CPUExecutionProvider"]))
-    tuned_swap = DFMSwapper(ort.InferenceSession(build_dfm_standin(RES, cost="5ms").SerializeToString(), options,
-                                                 providers=["CPUExecutionProvider"]))
+    tuned_swap = DFMRunner(ort.InferenceSession(build_dfm_standin(RES, cost="5ms").SerializeToString(), options,
+                                                providers=["CPUExecutionProvider"]), io_binding=False)
     clip = make_clip(size=(1280, 720), frames=3, faces=1, seed=4)
     optimized = _Optimized(tuned_det, tuned_swap, clip[0].shape)
     for frame, _ in clip:

@@ -1,7 +1,10 @@
-"""DFMRunner: DeepFaceLive's face-swap (DFM) step with pooled buffers and no per-frame arrays.
+"""DFMRunner: DeepFaceLive's face-swap (DFM) step, the one DFM runner of dfl_perf.
 
-Also the one place DFL's DFM tensor contract is checked (``check_dfm_contract``, ``DFMContractError``);
-``facepipe.swapper`` uses the same.
+It checks DFL's DFM tensor contract (``check_dfm_contract``, ``DFMContractError``), takes aligned
+faces (one, a batch or a list; uint8 BGR or float32 0..1), feeds ``morph_value:0`` on AMP models
+(``DEFAULT_MORPH_FACTOR``, DFL's 0.75) and returns the three outputs by DFL's names. The optimized
+runner uses it with IOBinding into pooled buffers, the baseline (DFL's way) without, and the DFL
+adapter's fast ``DFMModel.convert`` adds DFL's resizing and dtypes around it.
 """
 
 from __future__ import annotations
@@ -19,8 +22,11 @@ from ._pools import BufferPool
 from ._specs import TensorSpec, describe_shape
 from .bound import BoundSession
 
-__all__ = ["DFMRunner", "DFMOutputs", "DFMContractError", "DFMContract", "check_dfm_contract"]
+__all__ = ["DFMRunner", "DFMOutputs", "DFMContractError", "DFMContract", "check_dfm_contract",
+           "DEFAULT_MORPH_FACTOR"]
 
+#: DFL's morph factor for AMP models when none is given (``DFMModel.convert(img, morph_factor=0.75)``).
+DEFAULT_MORPH_FACTOR = 0.75
 DFM_OUTPUT_NAMES = ("out_face_mask", "out_celeb_face", "out_celeb_face_mask")
 _OUTPUT_CHANNELS = (1, 3, 1)  # channels of each, in that order
 _UINT8_SCALE = np.float32(255.0)
@@ -164,36 +170,40 @@ class _FaceState:
 
 
 class DFMRunner:
-    """DeepFaceLive's DFM step: aligned uint8 BGR faces in, three float32 masks/faces out, no per-frame arrays.
+    """DeepFaceLive's DFM step: aligned uint8 BGR faces in, three float32 masks/faces out.
 
-    ``run(faces, morph_factor=0.75)`` takes one face ``(res, res, 3)``, a batch ``(N, res, res, 3)``
-    or a list of faces, uint8 (scaled by 1/255 straight into the pooled float32 input, with results
-    identical to DFL's ``astype(float32) / 255``) or float32 already in 0..1. All faces run in one
-    batch. ``morph_factor`` feeds ``morph_value:0`` on AMP models and is ignored otherwise (as in
-    DFL). Returns DFMOutputs (face_mask, celeb_face, celeb_face_mask) of pooled views, valid until the
-    next run on the same thread. Accepts an InferenceSession or a BoundSession.
+    ``run(faces, morph_factor=DEFAULT_MORPH_FACTOR)`` takes one face ``(res, res, 3)``, a batch
+    ``(N, res, res, 3)`` or a list of faces, uint8 (scaled by 1/255, bit-identical to DFL's
+    ``astype(float32) / 255``) or float32 already in 0..1, and runs them in one batch.
+    ``morph_factor`` (0..1) feeds ``morph_value:0`` on AMP models and is ignored otherwise, as in
+    DFL. Returns DFMOutputs (face_mask, celeb_face, celeb_face_mask). ``resolution``: when given,
+    the model must have it.
+
+    ``io_binding=True`` (default): the faces are scaled straight into a pooled float32 input bound
+    with IOBinding (a ``BoundSession``, made here from an InferenceSession, or given); no per-frame
+    arrays, and the outputs are pooled views, valid until the next run on the same thread.
+    ``io_binding=False``: DFL's own way, for baselines: a fresh input array and ``session.run``
+    every call; the outputs are new arrays the caller owns.
     """
 
     def __init__(self, session_or_bound: Any, device: str = "cpu", device_id: int = 0, *,
-                 host_pool: Optional[BufferPool] = None) -> None:
-        if isinstance(session_or_bound, BoundSession):
-            self.bound = session_or_bound
-            self._owns_bound = False
-        else:
-            self.bound = BoundSession(session_or_bound, device, device_id, host_pool=host_pool)
-            self._owns_bound = True
-        try:
-            contract = check_dfm_contract(self.bound.inputs, self.bound.outputs)
-        except DFMContractError:
-            if self._owns_bound:
-                self.bound.close()
-            raise
+                 host_pool: Optional[BufferPool] = None, io_binding: bool = True,
+                 resolution: Optional[int] = None) -> None:
+        given = session_or_bound if isinstance(session_or_bound, BoundSession) else None
+        if given is not None and not io_binding:
+            raise ValueError("io_binding=False runs the InferenceSession itself: pass it, not a BoundSession")
+        self.session = given.session if given is not None else session_or_bound
+        contract = check_dfm_contract(self.session.get_inputs(), self.session.get_outputs(), resolution)
         self.resolution = contract.resolution
         self.input_name = contract.input_name
         self.morph_name = contract.morph_name
         self._fixed_batch = contract.fixed_batch
         self._order = contract.output_order
         self._face_shape = (self.resolution, self.resolution, 3)
+        self._owns_bound = given is None and io_binding
+        self.bound: Optional[BoundSession] = given
+        if self._owns_bound:
+            self.bound = BoundSession(self.session, device, device_id, host_pool=host_pool)
         self._local = threading.local()
         self._lock = threading.Lock()
         self._states: List[_FaceState] = []
@@ -204,24 +214,43 @@ class DFMRunner:
         """True for AMP models, which take ``morph_value:0``."""
         return self.morph_name is not None
 
-    def run(self, faces: Faces, morph_factor: float = 0.75) -> DFMOutputs:
+    def run(self, faces: Faces, morph_factor: float = DEFAULT_MORPH_FACTOR) -> DFMOutputs:
         """Swap a face or a batch of faces; see the class docstring."""
         with self._guard.running():
-            return self._run(faces, morph_factor)
+            morph = self._morph_value(morph_factor)
+            if self.bound is None:
+                return self._run_plain(faces, morph)
+            return self._run_bound(faces, morph)
 
-    def _run(self, faces: Faces, morph_factor: float) -> DFMOutputs:
+    def _morph_value(self, morph_factor: Any) -> Optional[float]:
+        if self.morph_name is None:
+            return None
+        if isinstance(morph_factor, bool) or not isinstance(morph_factor, (int, float, np.floating, np.integer)):
+            raise TypeError("%s: morph_factor must be a number, got %s"
+                            % (self.morph_name, type(morph_factor).__name__))
+        if not 0.0 <= morph_factor <= 1.0:
+            raise ValueError("%s: morph_factor must be within 0..1, got %r" % (self.morph_name, morph_factor))
+        return float(morph_factor)
+
+    def _run_plain(self, faces: Faces, morph: Optional[float]) -> DFMOutputs:
+        batch = np.empty((self._count(faces),) + self._face_shape, np.float32)
+        self._write_faces(faces, batch)
+        feeds = {self.input_name: batch}
+        if self.morph_name is not None:
+            feeds[self.morph_name] = np.array([morph], np.float32)
+        outputs = self.session.run(None, feeds)
+        a, b, c = self._order
+        return DFMOutputs(outputs[a], outputs[b], outputs[c])
+
+    def _run_bound(self, faces: Faces, morph: Optional[float]) -> DFMOutputs:
         state = self._state()
-        count = self._count(faces)
-        batch = self._batch_buffer(state, count)
+        batch = self._batch_buffer(state, self._count(faces))
         self._write_faces(faces, batch)
         feeds = state.feeds
         feeds[self.input_name] = batch
         if self.morph_name is not None:
-            if not isinstance(morph_factor, (int, float, np.floating, np.integer)):
-                raise TypeError("%s: morph_factor must be a number, got %s"
-                                % (self.morph_name, type(morph_factor).__name__))
-            feeds[self.morph_name][0] = morph_factor
-        outputs = self.bound.run(feeds)
+            feeds[self.morph_name][0] = morph
+        outputs = self.bound.run(feeds)  # type: ignore[union-attr]
         a, b, c = self._order
         return DFMOutputs(outputs[a], outputs[b], outputs[c])
 
@@ -245,7 +274,7 @@ class DFMRunner:
             if thread is not None and thread.is_alive():
                 alive.append(state)
             elif state.batch is not None:
-                self.bound.host_pool.release(state.batch)
+                self.bound.host_pool.release(state.batch)  # type: ignore[union-attr]
                 state.batch = None
         self._states = alive
 
@@ -274,7 +303,7 @@ class DFMRunner:
     def _batch_buffer(self, state: _FaceState, count: int) -> np.ndarray:
         batch = state.batch
         if batch is None or batch.shape[0] != count:
-            pool = self.bound.host_pool
+            pool = self.bound.host_pool  # type: ignore[union-attr]
             if batch is not None:
                 pool.release(batch)
                 state.batch = None
@@ -309,10 +338,10 @@ class DFMRunner:
             states, self._states = self._states, []
         for state in states:
             if state.batch is not None:
-                self.bound.host_pool.release(state.batch)
+                self.bound.host_pool.release(state.batch)  # type: ignore[union-attr]
                 state.batch = None
         if self._owns_bound:
-            self.bound.close()
+            self.bound.close()  # type: ignore[union-attr]
 
     def __enter__(self) -> DFMRunner:
         return self

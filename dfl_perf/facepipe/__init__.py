@@ -5,10 +5,10 @@ ready onnxruntime session, so a caller can run it the DFL way (plain sessions, f
 the optimized way (tuned sessions, pooled ``out=`` buffers, its own runner) with the same results.
 
 Submodules: ``detector`` (YuNet ``FaceDetector``), ``align`` (5-point similarity transform),
-``swapper`` (``DFMSwapper``), ``merge`` (``merge_face``), ``landmarks`` (FaceMesh / Peppa),
+``merge`` (``merge_face``), ``landmarks`` (FaceMesh / Peppa),
 ``clip`` (``make_clip``, ``open_source``), ``models`` (registry and fetcher), ``standin``
-(DFM-shaped stand-in model), ``frames`` (``check_frame``: the frames the runners accept). Names
-below are imported on first use, so importing this package pulls in neither onnxruntime nor cv2.
+(DFM-shaped stand-in model), ``frames`` (``check_frame``: the frames the runners accept); the swap
+step is ``dfl_perf.buffers.DFMRunner``. Names below are imported on first use, so importing this package pulls in neither onnxruntime nor cv2.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ _EXPORTS = {
     "Face": "detector", "FaceDetector": "detector",
     "similarity_transform": "align", "align_matrix": "align", "warp_face": "align",
     "invert_affine": "align", "transform_points": "align", "template_points": "align",
-    "DFMSwapper": "swapper", "DFMContractError": "swapper",
     "feather_mask": "merge", "merge_face": "merge", "merge_faces": "merge",
     "Landmarks": "landmarks", "FaceMeshLandmarker": "landmarks", "PeppaLandmarker": "landmarks",
     "SyntheticClip": "clip", "make_clip": "clip", "open_source": "clip", "VideoSource": "clip",

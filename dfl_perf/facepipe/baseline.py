@@ -48,15 +48,15 @@ class BaselineRunner:
     """DFL's way: DFL-built sessions, a sequential loop, fresh arrays per step, full-frame float merge."""
 
     def __init__(self, workload: Workload, provider: str = "CPUExecutionProvider", device_id: int = 0) -> None:
+        from dfl_perf.buffers import DFMRunner
         from dfl_perf.facepipe.detector import FaceDetector
-        from dfl_perf.facepipe.swapper import DFMSwapper
         from dfl_perf.sessions import SessionConfig, create_session
 
         self.workload = workload
         config = SessionConfig.dfl_default(provider, device_id)
         t0 = time.perf_counter()
         self.detector = FaceDetector(create_session(workload.detector_path(), config))
-        self.swapper = DFMSwapper(create_session(workload.dfm_path(), config))
+        self.swapper = DFMRunner(create_session(workload.dfm_path(), config), io_binding=False)  # DFL's session.run
         self.session_seconds = time.perf_counter() - t0
         self.resolution = self.swapper.resolution
 
@@ -69,8 +69,8 @@ class BaselineRunner:
         for face in self.detector.detect(frame)[: w.max_faces]:
             M = align_matrix(face.keypoints, self.resolution, w.coverage)
             crop = warp_face(frame, M, self.resolution)
-            celeb, celeb_mask, face_mask = self.swapper.swap(crop, w.morph_factor if self.swapper.has_morph else None)
-            out = merge_face_dfl_style(out, celeb[0], celeb_mask[0] * face_mask[0], M)
+            swapped = self.swapper.run(crop, w.morph_factor)
+            out = merge_face_dfl_style(out, swapped.celeb_face[0], swapped.celeb_face_mask[0] * swapped.face_mask[0], M)
         if out is frame:
             out = frame.copy()  # DFL's merger always hands on a new frame
         return out

@@ -25,6 +25,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
+from dfl_perf.buffers.dfm import DEFAULT_MORPH_FACTOR
 from dfl_perf.facepipe.frames import BadFrameError, FrameItem, check_frame
 
 __all__ = ["Workload", "RunStats", "FrameItem", "paced_frames", "standin_model_path", "BadFrameError", "check_frame"]
@@ -80,7 +81,7 @@ class Workload:
     dfm_weights_mb: float = 0.0
     coverage: float = 2.2
     max_faces: int = 1
-    morph_factor: float = 0.75
+    morph_factor: float = DEFAULT_MORPH_FACTOR
 
     def __post_init__(self) -> None:
         if not self.dfm_weights_mb >= 0:

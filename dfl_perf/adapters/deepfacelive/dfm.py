@@ -17,6 +17,8 @@ from typing import Any, List, Sequence, Tuple
 
 import numpy as np
 
+from dfl_perf.buffers.dfm import DEFAULT_MORPH_FACTOR
+
 __all__ = ["FastDFM", "fast_convert", "convert_faces", "patch_dfm_class", "session_device"]
 
 log = logging.getLogger("dfl_perf.adapters.deepfacelive")
@@ -90,12 +92,12 @@ class FastDFM:
         """True for AMP models (``morph_value:0`` input)."""
         return self.runner.has_morph_value
 
-    def convert(self, img: np.ndarray, morph_factor: float = 0.75) -> DFMResult:
+    def convert(self, img: np.ndarray, morph_factor: float = DEFAULT_MORPH_FACTOR) -> DFMResult:
         """DFL's ``DFMModel.convert``: (celeb NHW3, celeb_mask NHW1, face_mask NHW1), input size and dtype."""
         faces = _as_nhwc(img)
         return self._convert([faces], morph_factor)[0]
 
-    def convert_batch(self, images: Sequence[np.ndarray], morph_factor: float = 0.75) -> List[DFMResult]:
+    def convert_batch(self, images: Sequence[np.ndarray], morph_factor: float = DEFAULT_MORPH_FACTOR) -> List[DFMResult]:
         """``convert`` for several images in one model run; one (celeb, celeb_mask, face_mask) per image."""
         if isinstance(images, np.ndarray) or not len(images):
             raise ValueError("DFM convert_batch: expected a non-empty list of images")
@@ -188,7 +190,7 @@ def _fast_for(model: Any) -> Any:
     return fast or None
 
 
-def fast_convert(dfm_model: Any, img: np.ndarray, morph_factor: float = 0.75) -> DFMResult:
+def fast_convert(dfm_model: Any, img: np.ndarray, morph_factor: float = DEFAULT_MORPH_FACTOR) -> DFMResult:
     """``dfm_model.convert(img, morph_factor)`` through the fast path (DFL's path if it cannot apply)."""
     fast = _fast_for(dfm_model)
     if fast is None:
@@ -197,7 +199,7 @@ def fast_convert(dfm_model: Any, img: np.ndarray, morph_factor: float = 0.75) ->
     return fast.convert(img, morph_factor)
 
 
-def convert_faces(dfm_model: Any, images: Sequence[np.ndarray], morph_factor: float = 0.75) -> List[DFMResult]:
+def convert_faces(dfm_model: Any, images: Sequence[np.ndarray], morph_factor: float = DEFAULT_MORPH_FACTOR) -> List[DFMResult]:
     """Several faces of one frame through one DFM run; DFL's path face by face if the fast path cannot apply."""
     fast = _fast_for(dfm_model)
     if fast is None:
@@ -213,13 +215,13 @@ def patch_dfm_class(module: Any, patcher: Any) -> None:
         return
     original = getattr(cls.convert, "dfl_perf_original", cls.convert)
 
-    def convert(self, img, morph_factor=0.75):
+    def convert(self, img, morph_factor=DEFAULT_MORPH_FACTOR):
         fast = _fast_for(self)
         if fast is None:
             return original(self, img, morph_factor)
         return fast.convert(img, morph_factor)
 
-    def convert_batch(self, images, morph_factor=0.75):
+    def convert_batch(self, images, morph_factor=DEFAULT_MORPH_FACTOR):
         return convert_faces(self, images, morph_factor)
 
     convert.__doc__ = original.__doc__
