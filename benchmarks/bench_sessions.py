@@ -46,7 +46,7 @@ QUEUE_SIZE = 2
 def _feeds(session: Any, seed: int) -> Dict[str, Any]:
     import numpy as np
 
-    from dfl_perf.sessions import zero_inputs
+    from dfl_perf.sessions.warmup import zero_inputs
 
     rng = np.random.RandomState(seed)
     return {name: rng.rand(*a.shape).astype(a.dtype) for name, a in zero_inputs(session).items()}

@@ -20,11 +20,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 
 from dfl_perf.ortinfo import ort_version
 
-__all__ = [
-    "GpuInfo", "GpuList", "detect_gpus", "PROVIDER_ORDER", "PROVIDER_ALIASES", "available_providers",
-    "select_providers", "canonical_provider", "default_provider_options", "tensorrt_cache_dir", "CPU_ONLY_PROVIDERS",
-    "installed_onnxruntime_flavours", "warn_install_problems", "install_problems", "cpu_budget",
-]
+__all__ = ["detect_gpus", "select_providers", "cpu_budget", "install_problems"]
 
 log = logging.getLogger("dfl_perf.devices")
 

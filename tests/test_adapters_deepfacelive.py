@@ -23,6 +23,7 @@ import dfl_perf.adapters.deepfacelive as dp
 from dfl_perf.adapters.deepfacelive._hooks import ImportHook, is_module_loaded, remove_hooks
 from dfl_perf.adapters.deepfacelive._install import SITE_DIR
 from dfl_perf.adapters.deepfacelive.config import CONFIG_ENV, DFLConfig
+from dfl_perf.adapters.deepfacelive.dfm import convert_faces
 from dfl_perf.devices import cpu_budget
 
 REPO = Path(__file__).resolve().parent.parent
@@ -383,7 +384,7 @@ def test_convert_batch_matches_one_face_at_a_time(standin, dfm_files):
     dp.install(_quiet(), propagate=False)
     got = model.convert_batch(faces, 0.6)
     assert len(got) == 3
-    again = dp.convert_faces(model, faces, 0.6)
+    again = convert_faces(model, faces, 0.6)
     assert all(np.array_equal(a, b) for x, y in zip(got, again) for a, b in zip(x, y))
     for want, have in zip(expected, got):
         for a, b in zip(want, have):

@@ -11,19 +11,12 @@ import warnings
 import numpy as np
 import pytest
 
-from dfl_perf.buffers import (
-    BoundSession,
-    BoundSessionError,
-    BufferPool,
-    CudaGraphFallbackWarning,
-    DFMContractError,
-    DFMOutputs,
-    DFMRunner,
-    OrtValuePool,
-    PoolError,
-)
+from dfl_perf.buffers import BoundSession, BufferPool, DFMContractError, DFMRunner, OrtValuePool
+from dfl_perf.buffers._graph import CudaGraphFallbackWarning
+from dfl_perf.buffers._pools import PoolError
 from dfl_perf.buffers._specs import TensorSpec
-from dfl_perf.buffers.dfm import check_dfm_contract
+from dfl_perf.buffers.bound import BoundSessionError
+from dfl_perf.buffers.dfm import DFMOutputs, check_dfm_contract
 
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")

@@ -43,13 +43,8 @@ from dfl_perf.facepipe.workload import (  # noqa: E402
 )
 from dfl_perf.monitor import PerformanceMonitor  # noqa: E402
 from dfl_perf.processor import FrameStatus, Pipeline, ProcessorClosed, Stage  # noqa: E402
-from dfl_perf.sessions import (  # noqa: E402
-    InvalidModelError,
-    ModelCache,
-    ModelNotFoundError,
-    SessionConfig,
-    create_session_with_info,
-)
+from dfl_perf.sessions import ModelCache, SessionConfig, create_session_with_info  # noqa: E402
+from dfl_perf.sessions.errors import InvalidModelError, ModelNotFoundError  # noqa: E402
 
 FAST = Workload(dfm_cost="5ms")
 CPU1 = SessionConfig.tuned(threads=1, providers="cpu")

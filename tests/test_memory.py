@@ -12,7 +12,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dfl_perf import memory
-from dfl_perf.memory import MemoryManager, PressureEvent, Trimmable, resolve_budget
+from dfl_perf.memory import MemoryManager, Trimmable
+from dfl_perf.memory._budget import resolve_budget
+from dfl_perf.memory._pressure import PressureEvent
 
 GB = 10 ** 9
 

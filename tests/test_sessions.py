@@ -24,19 +24,15 @@ ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from onnx_models import tiny_model  # noqa: E402
 
-from dfl_perf.sessions import (  # noqa: E402
+from dfl_perf.sessions import ModelLoadError, SessionConfig, create_session, create_session_with_info  # noqa: E402
+from dfl_perf.sessions.diskcache import OptimizedModelCache, optimized_cache_dir  # noqa: E402
+from dfl_perf.sessions.errors import (  # noqa: E402
     InvalidModelError,
-    ModelLoadError,
     ModelNotFoundError,
     ProviderError,
-    SessionConfig,
     UnsupportedModelError,
-    create_session,
-    create_session_with_info,
-    optimized_cache_dir,
-    zero_inputs,
 )
-from dfl_perf.sessions.diskcache import OptimizedModelCache  # noqa: E402
+from dfl_perf.sessions.warmup import zero_inputs  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 

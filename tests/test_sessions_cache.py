@@ -23,7 +23,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from onnx_models import tiny_model  # noqa: E402
 
 import dfl_perf.sessions.cache as cache_module  # noqa: E402
-from dfl_perf.sessions import InvalidModelError, ModelCache, ModelNotFoundError, SessionConfig  # noqa: E402
+from dfl_perf.sessions import ModelCache, SessionConfig  # noqa: E402
+from dfl_perf.sessions.errors import InvalidModelError, ModelNotFoundError  # noqa: E402
 from dfl_perf.sessions.measure import FILE_SIZE_FACTOR, clamp_measured, measured_create  # noqa: E402
 
 X = np.array([[-1, 0, 1, 2]], np.float32)
@@ -248,7 +249,7 @@ def test_warmup_uses_the_configs_free_dimensions(models):
     with ModelCache(config=config) as cache:
         session = cache.get(models[0])
         assert len(cache.warmup(session, runs=2)) == 2
-    from dfl_perf.sessions import zero_inputs
+    from dfl_perf.sessions.warmup import zero_inputs
 
     plain = ModelCache(config=CONFIG)
     assert zero_inputs(plain.get(models[0]), {"N": 3})["x"].shape == (3, 4)

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-__all__ = ["BenchmarkOptions", "run_benchmark", "MATCH_TOLERANCE"]
+__all__ = ["BenchmarkOptions", "run_benchmark"]
 
 #: outputs agree when no pixel differs by more than this many uint8 levels. The optimized merge
 #: warps only the face's rectangle: OpenCV rounds warp sample positions to 1/32 px from the matrix,

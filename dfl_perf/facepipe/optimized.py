@@ -29,7 +29,7 @@ LOW_MEMORY_SPARE = 2
 
 def swap_workers_for(provider: str, budget: int) -> int:
     """Swap workers: on a CPU, one per usable core (each session thread single); on a GPU, one."""
-    from dfl_perf.sessions import GPU_PROVIDERS
+    from dfl_perf.sessions.config import GPU_PROVIDERS
 
     return 1 if provider in GPU_PROVIDERS else max(1, budget)
 

@@ -9,9 +9,7 @@ per crossing of a soft threshold and free memory past a hard one; hosts can subs
 
 from __future__ import annotations
 
-from ._budget import CACHE_PRIORITY, POOL_PRIORITY, Trimmable, resolve_budget
+from ._budget import Trimmable
 from ._manager import MemoryManager
-from ._pressure import LEVELS, PressureEvent
 
-__all__ = ["MemoryManager", "Trimmable", "PressureEvent", "resolve_budget", "POOL_PRIORITY", "CACHE_PRIORITY",
-           "LEVELS"]
+__all__ = ["MemoryManager", "Trimmable"]

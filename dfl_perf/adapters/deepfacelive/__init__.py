@@ -22,27 +22,20 @@ import importlib
 from typing import Any
 
 from dfl_perf.adapters.deepfacelive._install import (
-    activate_from_env,
     install,
     installed_config,
     is_installed,
     session_records,
     uninstall,
 )
-from dfl_perf.adapters.deepfacelive.config import CONFIG_ENV, DFLConfig
+from dfl_perf.adapters.deepfacelive.config import DFLConfig
 
 __all__ = [
-    "install", "uninstall", "is_installed", "installed_config", "session_records", "activate_from_env",
-    "DFLConfig", "CONFIG_ENV", "make_session_factory", "FastDFM", "fast_convert", "convert_faces",
-    "ModuleMeter", "collect_meter", "write_meter_view", "dfl_main", "launch",
+    "install", "uninstall", "is_installed", "installed_config", "session_records", "DFLConfig",
+    "launch", "dfl_main", "collect_meter", "write_meter_view",
 ]
 
 _LAZY = {
-    "make_session_factory": "dfl_perf.adapters.deepfacelive.factory",
-    "FastDFM": "dfl_perf.adapters.deepfacelive.dfm",
-    "fast_convert": "dfl_perf.adapters.deepfacelive.dfm",
-    "convert_faces": "dfl_perf.adapters.deepfacelive.dfm",
-    "ModuleMeter": "dfl_perf.adapters.deepfacelive.meter",
     "collect_meter": "dfl_perf.adapters.deepfacelive.meter",
     "write_meter_view": "dfl_perf.adapters.deepfacelive.meter",
     "dfl_main": "dfl_perf.adapters.deepfacelive.launcher",

@@ -161,7 +161,8 @@ def _record(info: Any, label: str, ep: str, index: int, threads: int, problem: O
 
 def _is_provider_failure(exc: BaseException) -> bool:
     """A provider that is missing or fails to start, as opposed to a model that cannot load anywhere."""
-    from dfl_perf.sessions import ModelLoadError, ProviderError
+    from dfl_perf.sessions import ModelLoadError
+    from dfl_perf.sessions.errors import ProviderError
 
     return isinstance(exc, ProviderError) or type(exc) is ModelLoadError
 
