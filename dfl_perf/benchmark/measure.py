@@ -5,12 +5,11 @@ from __future__ import annotations
 import gc
 import sys
 import threading
-import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
-__all__ = ["peak_rss_bytes", "RssSplitSampler", "allocations_per_frame", "stage_cpu_seconds"]
+__all__ = ["peak_rss_bytes", "RssSplitSampler", "allocations_per_frame"]
 
 BIG_ALLOCATION = 64 * 1024
 
@@ -117,18 +116,3 @@ def allocations_per_frame(process: Callable[[int], Any], frames: int) -> Dict[st
     values = np.asarray(peaks or [0])
     return {"median": float(np.median(values)), "max": float(values.max()),
             "frames_over_64k": int((values > BIG_ALLOCATION).sum()), "frames": len(peaks)}
-
-
-def stage_cpu_seconds(stages: Sequence[Any], items: Sequence[Any]) -> Dict[str, float]:
-    """Median single-thread CPU seconds per item for each stage, run one after another in this thread.
-
-    ``stages`` are ``(name, fn)`` pairs; each stage's output is the next stage's input. CPU time of
-    the calling thread (``time.thread_time``) is what a core spends, whatever else the machine does.
-    """
-    per_stage: Dict[str, List[float]] = {name: [] for name, _ in stages}
-    for item in items:
-        for name, fn in stages:
-            t0 = time.thread_time()
-            item = fn(item)
-            per_stage[name].append(time.thread_time() - t0)
-    return {name: float(np.median(v)) for name, v in per_stage.items()}

@@ -13,7 +13,7 @@ from typing import Any, Dict
 
 import numpy as np
 
-from dfl_perf.benchmark.measure import allocations_per_frame, peak_rss_bytes, stage_cpu_seconds
+from dfl_perf.benchmark.measure import allocations_per_frame, peak_rss_bytes
 from dfl_perf.facepipe.workload import (
     BaselineRunner,
     OptimizedRunner,
@@ -52,6 +52,7 @@ def _baseline(spec: Dict[str, Any], frames: np.ndarray) -> Dict[str, Any]:
 def _optimized(spec: Dict[str, Any], frames: np.ndarray) -> Dict[str, Any]:
     from dfl_perf.devices import cpu_budget
     from dfl_perf.facepipe.workload import FrameItem
+    from dfl_perf.processor import measure_stages
 
     with OptimizedRunner(Workload(**spec["workload"]), spec["provider"], max_queue=spec["max_queue"]) as runner:
         runner.run(frames[: spec["warmup"]])
@@ -63,7 +64,7 @@ def _optimized(spec: Dict[str, Any], frames: np.ndarray) -> Dict[str, Any]:
         blob = runner._detect_state()
         stages = [("detect", lambda item: runner.detect(item, blob)), ("swap", runner.swap), ("merge", runner.merge)]
         n = min(spec["trace_frames"], len(frames))
-        cpu = stage_cpu_seconds(stages, [FrameItem(i, frames[i]) for i in range(n)])
+        _, cpu = measure_stages(stages, (FrameItem(i, frames[i]) for i in range(n)), finish=runner.release)
         budget = cpu_budget()
         out["stage_cpu_seconds"] = cpu
         out["bound_fps"] = budget / max(sum(cpu.values()), 1e-9)

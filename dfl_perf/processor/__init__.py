@@ -3,8 +3,9 @@ ordered output, exact accounting.
 
 ``AsyncFrameProcessor(fn, workers=...)`` runs one callable; ``Pipeline([Stage(...), ...])`` links
 stages by bounded queues so that stage k of frame N+1 overlaps stage k+1 of frame N;
-``auto_configure`` picks workers and intra-op threads per stage from a short measurement. Knows
-nothing of ONNX: a stage is any callable. A monitor is duck-typed (see ``Pipeline``).
+``plan_workers`` sizes each stage's workers from costs that ``measure_stages`` measured. Knows
+nothing of ONNX: a stage is any callable. A monitor is duck-typed (see ``Pipeline``). Every
+submitted frame yields exactly one ``FrameResult``: processed (DONE), DROPPED, LATE or ERROR.
 
 A live loop::
 
@@ -23,8 +24,8 @@ from __future__ import annotations
 
 from ._pipeline import Pipeline
 from ._processor import AsyncFrameProcessor
-from ._types import FrameResult, FrameStatus, ProcessorClosed, Stage, Ticket
-from .autoconfig import PipelinePlan, auto_configure
+from ._types import FrameResult, FrameStatus, ProcessorClosed, Stage
+from .plan import measure_stages, plan_workers
 
 __all__ = [
     "AsyncFrameProcessor",
@@ -32,8 +33,7 @@ __all__ = [
     "Stage",
     "FrameResult",
     "FrameStatus",
-    "Ticket",
     "ProcessorClosed",
-    "auto_configure",
-    "PipelinePlan",
+    "plan_workers",
+    "measure_stages",
 ]

@@ -4,25 +4,38 @@ from __future__ import annotations
 
 import threading
 import time
-import traceback
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
-from ._queues import TIMED_OUT, OutputBuffer, StageQueue
-from ._types import FrameResult, FrameStatus, ProcessorClosed, Stage, Ticket, check_options, check_stages
+from ._queues import TIMED_OUT, EntryQueue, OutputBuffer, QueueClosed, StageQueue
+from ._types import (
+    FrameResult,
+    FrameStatus,
+    ProcessorClosed,
+    Stage,
+    Ticket,
+    check_options,
+    check_stages,
+    resolve,
+)
 
 __all__ = ["Pipeline"]
 
-_DROPPED, _LATE, _ERROR = FrameStatus.DROPPED, FrameStatus.LATE, FrameStatus.ERROR
+_DONE, _DROPPED, _LATE, _ERROR = FrameStatus.DONE, FrameStatus.DROPPED, FrameStatus.LATE, FrameStatus.ERROR
 _SLOW_ITEM_S = 200e-6  # a stage slower than this per frame takes one frame at a time
 _BATCH_WORK_S = 2e-3  # a cheap stage takes a batch worth about this much work per lock round-trip
 _MAX_BATCH = 64
 
 
-def _mark_dropped(rec: FrameResult, now: float) -> FrameResult:
-    rec.status = _DROPPED
-    rec.output = None
-    rec.finished = now
-    return rec
+class _WorkerCounts:
+    """What one worker thread did; written only by that worker, summed by ``stats()``."""
+
+    __slots__ = ("processed", "late", "errors", "busy_seconds")
+
+    def __init__(self) -> None:
+        self.processed = 0
+        self.late = 0
+        self.errors = 0
+        self.busy_seconds = 0.0
 
 
 def _batch_limit(seconds_per_item: float) -> int:
@@ -83,22 +96,20 @@ class Pipeline:
         self._on_error = on_error
         self._monitor = monitor
         self._has_callback = on_result is not None
-        self._queues = [StageQueue(max_queue)]
-        self._queues += [StageQueue(s.max_queue or s.workers) for s in self._stages[1:]]
-        self._entry = self._queues[0]
         capacity = max_output if max_output is not None else max(8, max_queue, self._stages[-1].workers)
         self._output = OutputBuffer(
             ordered, capacity, drop != "block", monitor, on_result, self._callback_failed
         )
-        self._next_id = 0  # ids are 0, 1, 2...: the next id is also the submitted count
+        self._entry = EntryQueue(max_queue, drop, self._hand_over_dropped)
+        self._queues: List[StageQueue] = [self._entry]
+        self._queues += [StageQueue(s.max_queue or s.workers) for s in self._stages[1:]]
         self._state_lock = threading.Lock()
         self._closing = False
         self._error: Optional[BaseException] = None
         self._error_surfaced = False
         self._alive = [s.workers for s in self._stages]
         self._alive_total = sum(self._alive)
-        # per worker: [frames processed, late, errors, busy seconds]; each worker writes its own row
-        self._counters = [[[0, 0, 0, 0.0] for _ in range(s.workers)] for s in self._stages]
+        self._counts = [[_WorkerCounts() for _ in range(s.workers)] for s in self._stages]
         self._threads: List[threading.Thread] = []
         self._start_workers()
 
@@ -117,34 +128,15 @@ class Pipeline:
         A falsy Ticket means the frame was refused (``'newest'`` with a full queue, or the block
         timeout passed); it still surfaces as a DROPPED result. Raises ProcessorClosed after close.
         """
-        q = self._entry
-        refused = False
-        evicted = None
-        with q.lock:
-            if q.closed:
-                raise self._closed_error()
-            items = q.items
-            if len(items) >= q.capacity:
-                if self._drop == "oldest":
-                    evicted = items.popleft()
-                elif self._drop == "newest":
-                    refused = True
-                else:
-                    refused = not self._wait_for_room(q, timeout)
-            fid = self._next_id
-            self._next_id = fid + 1
-            rec = FrameResult(fid, frame, meta, time.perf_counter())
-            if not refused:
-                items.append(rec)
-                if q.idle:
-                    q.wake_workers(1)
-                if evicted is None:
-                    return Ticket(fid)
-            # Handed over under the entry lock, so close() cannot end the stream before it arrives.
-            # deliver=False: submit never runs on_result; the next worker hand-over (the queue is
-            # full, so one is coming) or close() delivers it.
-            self._output.put([_mark_dropped(rec if refused else evicted, rec.queued)], deliver=False)
-        return Ticket(fid, not refused, None if evicted is None else evicted.id)
+        try:
+            rec, dropped = self._entry.offer(frame, meta, timeout)
+        except QueueClosed:
+            rec = dropped = None
+        if rec is None:
+            raise self._closed_error()
+        if dropped is rec:
+            return Ticket(rec.id, accepted=False)
+        return Ticket(rec.id, evicted=None if dropped is None else dropped.id)
 
     def results(self) -> Iterator[FrameResult]:
         """Yield results as they come; after close, yields what is left and ends."""
@@ -189,8 +181,7 @@ class Pipeline:
     def stats(self) -> Dict[str, Any]:
         """Counts (see the class doc for the accounting identity) and a dict per stage."""
         out = self._output.snapshot()
-        with self._entry.lock:
-            submitted = self._next_id
+        submitted = self._entry.offered
         resolved = out["done"] + out["dropped"] + out["late"] + out["error"]
         stages = [self._stage_stats(k) for k in range(len(self._stages))]
         stats: Dict[str, Any] = {"submitted": submitted}
@@ -251,12 +242,13 @@ class Pipeline:
             batch = q.take(1, _MAX_BATCH)
             while batch is not None:
                 now = time.perf_counter()
-                self._output.put([_mark_dropped(rec, now) for rec in batch])
+                self._output.put([resolve(rec, _DROPPED, now) for rec in batch])
                 batch = q.take(1, _MAX_BATCH)
         finally:
             self._worker_left(k)
 
     def _work_loop(self, k: int, w: int) -> None:
+        """One worker of stage k: take a batch, run the stage on each frame, pass the batch on."""
         stage = self._stages[k]
         fn, name, workers = stage.fn, stage.name, stage.workers
         with_state = stage.init is not None
@@ -264,9 +256,9 @@ class Pipeline:
         q = self._queues[k]
         first, last = k == 0, k == len(self._stages) - 1
         nxt = None if last else self._queues[k + 1]
-        put_out = self._output.put
+        output = self._output
         deadline, monitor = self._deadline, self._monitor
-        counters = self._counters[k][w]
+        counts = self._counts[k][w]
         adapt_capacity = k > 0 and stage.max_queue is None
         perf = time.perf_counter
         limit = 1
@@ -274,18 +266,17 @@ class Pipeline:
             batch = q.take(workers, limit)
             if batch is None:
                 return
-            forward: List[FrameResult] = []
-            resolved: List[FrameResult] = []
+            forward: List[FrameResult] = []  # processed by this stage
+            decided: List[FrameResult] = []  # dropped, late or failed here
             busy = 0.0
             now = perf()
             for rec in batch:
                 if q.cancelled:
-                    resolved.append(_mark_dropped(rec, now))
+                    decided.append(resolve(rec, _DROPPED, now))
                     continue
                 if deadline is not None and now - rec.queued > deadline:
-                    rec.status, rec.stage, rec.finished, rec.output = _LATE, name, now, None
-                    resolved.append(rec)
-                    counters[1] += 1
+                    decided.append(resolve(rec, _LATE, now, stage=name))
+                    counts.late += 1
                     continue
                 if first:
                     rec.started = now
@@ -296,38 +287,35 @@ class Pipeline:
                         monitor.record(name, end - now)
                 except BaseException as exc:
                     end = perf()
-                    self._frame_failed(rec, exc, name, end)
-                    resolved.append(rec)
-                    counters[2] += 1
+                    decided.append(self._frame_failed(rec, exc, name, end))
+                    counts.errors += 1
                     now = end
                     continue
                 busy += end - now
                 if last:
-                    rec.finished = end
+                    resolve(rec, _DONE, end)
                 forward.append(rec)
                 now = end
             if forward:
-                counters[0] += len(forward)
-                counters[3] += busy
+                counts.processed += len(forward)
+                counts.busy_seconds += busy
                 limit = _batch_limit(busy / len(forward))
                 if adapt_capacity:
                     q.capacity = workers if limit == 1 else 2 * limit * workers
             if last:
-                forward.extend(resolved)
-                put_out(forward, True)
+                output.put(forward + decided, wait_for_reader=True)
                 continue
-            if forward and not nxt.put_many(forward):
+            if forward and not nxt.put_many(forward):  # cancelled meanwhile
                 now = perf()
-                resolved.extend(_mark_dropped(rec, now) for rec in forward)
-            if resolved:
-                put_out(resolved)
+                decided.extend(resolve(rec, _DROPPED, now) for rec in forward)
+            if decided:
+                output.put(decided)
 
-    def _frame_failed(self, rec: FrameResult, exc: BaseException, stage_name: str, now: float) -> None:
-        rec.status, rec.stage, rec.finished, rec.output = _ERROR, stage_name, now, None
-        rec.error = exc
-        rec.traceback = traceback.format_exc()
+    def _frame_failed(self, rec: FrameResult, exc: BaseException, stage_name: str, now: float) -> FrameResult:
+        resolve(rec, _ERROR, now, stage=stage_name, error=exc)
         if self._on_error == "raise" or not isinstance(exc, Exception):
             self._fatal(exc)
+        return rec
 
     def _worker_left(self, k: int) -> None:
         with self._state_lock:
@@ -350,8 +338,13 @@ class Pipeline:
         self._output.deliver()
 
     def _drop_cancelled(self, recs: List[FrameResult]) -> None:
-        now = time.perf_counter()
-        self._output.put([_mark_dropped(rec, now) for rec in recs], deliver=False)
+        """A cancelled queue's frames (decided DROPPED; a queue lock is held: no on_result call here)."""
+        self._output.put(recs, deliver=False)
+
+    def _hand_over_dropped(self, rec: FrameResult) -> None:
+        """A frame the entry's drop policy dropped (the entry's lock is held: no on_result call here;
+        the next worker hand-over, one is coming since the queue is full, or close() delivers it)."""
+        self._output.put([rec], deliver=False)
 
     def _join(self) -> None:
         if threading.current_thread() in self._threads:
@@ -405,37 +398,19 @@ class Pipeline:
                 "%r delivers results to on_result; results() and get() are not available" % self
             )
 
-    def _wait_for_room(self, q: StageQueue, timeout: Optional[float]) -> bool:
-        """Block-mode submit: wait (lock held) until the entry has room; False on timeout."""
-        end = None if timeout is None else time.monotonic() + timeout
-        while len(q.items) >= q.capacity:
-            if q.closed:
-                raise self._closed_error()
-            remaining = None if end is None else end - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return False
-            q.putters += 1
-            try:
-                q.not_full.wait(remaining)
-            finally:
-                q.putters -= 1
-        if q.closed:
-            raise self._closed_error()
-        return True
-
     def _stage_stats(self, k: int) -> Dict[str, Any]:
-        rows = self._counters[k]
-        processed = sum(r[0] for r in rows)
-        busy = sum(r[3] for r in rows)
+        counts = self._counts[k]
+        processed = sum(c.processed for c in counts)
+        busy = sum(c.busy_seconds for c in counts)
         q = self._queues[k]
         return {
             "name": self._stages[k].name,
             "workers": self._stages[k].workers,
-            "queued": len(q.items),
+            "queued": len(q),
             "capacity": q.capacity,
             "processed": processed,
-            "late": sum(r[1] for r in rows),
-            "errors": sum(r[2] for r in rows),
+            "late": sum(c.late for c in counts),
+            "errors": sum(c.errors for c in counts),
             "busy_seconds": busy,
             "mean_ms": busy / processed * 1e3 if processed else None,
         }

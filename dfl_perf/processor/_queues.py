@@ -1,8 +1,8 @@
-"""The two queues of the processor: a bounded stage queue and the reorder/output buffer.
+"""The processor's queues: the entry and stage queues (bounded FIFOs) and the output buffer.
 
-Both are a deque guarded by one lock with two Conditions on it. Waiters are counted so that a
-put or a take notifies only when someone actually waits, and a batch of n items wakes at most n
-workers: on the hot path a frame costs one uncontended lock round-trip per hop.
+Each queue is a deque guarded by its own lock; callers use its methods, never its fields. Threads
+that wait on a queue are counted (``_Waiters``), so a put or a take notifies only when someone
+waits: on the hot path a frame costs one uncontended lock round-trip per hop.
 """
 
 from __future__ import annotations
@@ -11,58 +11,73 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Deque, Dict, List, Optional
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
-from ._types import FrameResult, FrameStatus
+from ._types import FrameResult, FrameStatus, resolve
 
-__all__ = ["StageQueue", "OutputBuffer", "TIMED_OUT"]
+__all__ = ["StageQueue", "EntryQueue", "OutputBuffer", "QueueClosed", "TIMED_OUT"]
 
 _log = logging.getLogger("dfl_perf.processor")
 _DONE, _DROPPED, _LATE, _ERROR = FrameStatus.DONE, FrameStatus.DROPPED, FrameStatus.LATE, FrameStatus.ERROR
 TIMED_OUT = object()  # OutputBuffer.take: nothing arrived in time (None means: finished and empty)
 
 
-class StageQueue:
-    """Bounded FIFO feeding one stage's workers."""
+class QueueClosed(Exception):
+    """``EntryQueue.offer``: the queue is closed (it was, or it closed while the offer waited for room)."""
 
-    __slots__ = (
-        "items",
-        "capacity",
-        "lock",
-        "not_empty",
-        "not_full",
-        "idle",
-        "putters",
-        "closed",
-        "cancelled",
-    )
+
+class _Waiters:
+    """A Condition on a queue's lock and the number of threads waiting on it. Use with the lock held."""
+
+    __slots__ = ("_condition", "count")
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self._condition = threading.Condition(lock)
+        self.count = 0
+
+    def wait(self, timeout: Optional[float] = None) -> None:
+        self.count += 1
+        try:
+            self._condition.wait(timeout)
+        finally:
+            self.count -= 1
+
+    def wake(self, n: int = 1) -> None:
+        if self.count:
+            self._condition.notify(n)
+
+    def wake_all(self) -> None:
+        if self.count:
+            self._condition.notify_all()
+
+
+class StageQueue:
+    """Bounded FIFO feeding one stage's workers.
+
+    ``capacity`` may be changed at any time (a stage sizes its own queue to its measured cost).
+    ``cancelled`` is set by ``cancel``; a worker reads it without the lock to drop what it holds.
+    """
 
     def __init__(self, capacity: int) -> None:
-        self.items: Deque[FrameResult] = deque()
         self.capacity = capacity
-        self.lock = threading.Lock()
-        self.not_empty = threading.Condition(self.lock)
-        self.not_full = threading.Condition(self.lock)
-        self.idle = 0  # workers asleep in not_empty; the notifier decrements (their waits are untimed)
-        self.putters = 0  # threads asleep in not_full; each decrements itself (their waits may time out)
-        self.closed = False  # no more puts: workers leave once it is empty
-        self.cancelled = False  # close(drain=False) or a fatal error: queued frames are dropped
+        self.cancelled = False
+        self._items: Deque[FrameResult] = deque()
+        self._lock = threading.Lock()
+        self._workers = _Waiters(self._lock)  # waiting for frames
+        self._putters = _Waiters(self._lock)  # waiting for room
+        self._closed = False
 
-    def wake_workers(self, n: int) -> None:
-        """Wake up to n idle workers; call with the lock held."""
-        k = self.idle if self.idle < n else n
-        self.idle -= k
-        self.not_empty.notify(k)
+    def __len__(self) -> int:
+        return len(self._items)
 
     def take(self, workers: int, limit: int) -> Optional[List[FrameResult]]:
         """Up to ``limit`` frames (a fair share when several workers), or None once closed and empty."""
-        with self.lock:
-            items = self.items
+        with self._lock:
+            items = self._items
             while not items:
-                if self.closed:
+                if self._closed:
                     return None
-                self.idle += 1
-                self.not_empty.wait()
+                self._workers.wait()
             n = len(items)
             if workers > 1:
                 n = n // workers or 1
@@ -75,54 +90,113 @@ class StageQueue:
                 items.clear()
             else:
                 batch = [items.popleft() for _ in range(n)]
-            if self.putters:
-                self.not_full.notify(n)
+            self._putters.wake(n)
             return batch
 
     def put_many(self, recs: List[FrameResult]) -> bool:
         """Append a batch, waiting while full (back-pressure); False when cancelled (frames not taken)."""
-        with self.lock:
-            while len(self.items) >= self.capacity and not self.cancelled:
-                self.putters += 1
-                try:
-                    self.not_full.wait()
-                finally:
-                    self.putters -= 1
+        with self._lock:
+            while len(self._items) >= self.capacity and not self.cancelled:
+                self._putters.wait()
             if self.cancelled:
                 return False
-            self.items.extend(recs)
-            if self.idle:
-                self.wake_workers(len(recs))
+            self._items.extend(recs)
+            self._workers.wake(len(recs))
             return True
 
     def close(self) -> None:
         """No more frames: workers finish what is queued, then leave."""
-        with self.lock:
-            self.closed = True
-            self.idle = 0
-            self.not_empty.notify_all()
-            self.not_full.notify_all()
+        with self._lock:
+            self._closed = True
+            self._workers.wake_all()
+            self._putters.wake_all()
 
     def cancel(self, on_dropped: Callable[[List[FrameResult]], None]) -> None:
-        """Close and empty the queue; the waiting frames go to ``on_dropped``, called with the lock
-        held so that no worker can finish the stream before they are handed over."""
-        with self.lock:
-            self.closed = True
+        """Close and empty the queue; the waiting frames, decided DROPPED, go to ``on_dropped``,
+        called with the lock held so that no worker can finish the stream before they are handed over."""
+        with self._lock:
+            self._closed = True
             self.cancelled = True
-            if self.items:
-                dropped = list(self.items)
-                self.items.clear()
+            if self._items:
+                now = time.perf_counter()
+                dropped = [resolve(rec, _DROPPED, now) for rec in self._items]
+                self._items.clear()
                 on_dropped(dropped)
-            self.idle = 0
-            self.not_empty.notify_all()
-            self.not_full.notify_all()
+            self._workers.wake_all()
+            self._putters.wake_all()
+
+
+class EntryQueue(StageQueue):
+    """The first stage's queue: new frames get their ids here and meet the drop policy.
+
+    ``policy``: 'oldest' drops the oldest waiting frame for a new one, 'newest' refuses the new one,
+    'block' waits for room. A dropped frame's record goes to ``on_dropped`` while the lock is held,
+    so that ``close()`` cannot end the stream before it arrives.
+    """
+
+    def __init__(self, capacity: int, policy: str, on_dropped: Callable[[FrameResult], None]) -> None:
+        super().__init__(capacity)
+        self.policy = policy
+        self._on_dropped = on_dropped
+        self._next_id = 0  # ids are 0, 1, 2...: the next id is also the count of frames offered
+
+    @property
+    def offered(self) -> int:
+        with self._lock:
+            return self._next_id
+
+    def offer(self, frame: Any, meta: Any, timeout: Optional[float]) -> Tuple[FrameResult, Optional[FrameResult]]:
+        """(the new frame's record, the record dropped for it or None): the evicted oldest frame, or the
+        new frame itself when refused ('newest' when full, 'block' after ``timeout`` seconds).
+
+        Raises QueueClosed when the queue is closed, also while waiting for room.
+        """
+        with self._lock:
+            if self._closed:
+                raise QueueClosed()
+            items = self._items
+            dropped = None
+            refused = False
+            if len(items) >= self.capacity:
+                if self.policy == "oldest":
+                    dropped = items.popleft()
+                elif self.policy == "newest":
+                    refused = True
+                else:
+                    refused = not self._wait_for_room(timeout)
+            rec = FrameResult(self._next_id, frame, meta, time.perf_counter())
+            self._next_id += 1
+            if refused:
+                dropped = rec
+            else:
+                items.append(rec)
+                self._workers.wake()
+            if dropped is not None:
+                self._on_dropped(resolve(dropped, _DROPPED, rec.queued))
+            return rec, dropped
+
+    def _wait_for_room(self, timeout: Optional[float]) -> bool:
+        """Block policy, lock held: wait until there is room; False after ``timeout`` seconds."""
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if self._closed:
+                raise QueueClosed()
+            if len(self._items) < self.capacity:
+                return True
+            remaining = None if end is None else end - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            self._putters.wait(remaining)
 
 
 class OutputBuffer:
-    """Reorder buffer plus bounded ready queue; the consumer side of a Pipeline.
+    """Reorder buffer plus the queue of results ready for the reader; the consumer side of a Pipeline.
 
-    Frames are counted (and the monitor told) when they reach the user: taken by ``take``, passed to
-    ``on_result``, or discarded because the ready queue overflowed in live mode.
+    At most ``capacity`` unread results hold an output. Beyond it, live mode drops the output of the
+    oldest unread processed results (each is decided again, DROPPED, and still reaches the reader in
+    its place: every frame id yields exactly one result); otherwise a last-stage worker waits for the
+    reader (back-pressure). A result is counted, and the monitor told, when it reaches the user:
+    taken by ``take`` or passed to ``on_result``.
     """
 
     def __init__(
@@ -140,51 +214,38 @@ class OutputBuffer:
         self.monitor = monitor
         self.on_result = on_result
         self._on_callback_error = on_callback_error
-        self.lock = threading.Lock()
-        self.not_empty = threading.Condition(self.lock)
-        self.not_full = threading.Condition(self.lock)
-        self.pending: Dict[int, FrameResult] = {}
-        self.next_id = 0
-        self.ready: Deque[FrameResult] = deque()
-        self.readers = 0
-        self.putters = 0
-        self.unbounded = False
-        self.finished = False
-        self.delivering = False
-        self.counts = {_DONE: 0, _DROPPED: 0, _LATE: 0, _ERROR: 0}
-        self.dropped_output = 0
-        self.callback_errors = 0
+        self._lock = threading.Lock()
+        self._readers = _Waiters(self._lock)  # waiting for a result
+        self._putters = _Waiters(self._lock)  # last-stage workers waiting for the reader (block mode)
+        self._pending: Dict[int, FrameResult] = {}  # ordered: arrived before an earlier id
+        self._next_id = 0
+        self._ready: Deque[FrameResult] = deque()
+        self._held: Deque[FrameResult] = deque()  # the DONE results in _ready, in the same order
+        self._unbounded = False
+        self._finished = False
+        self._delivering = False
+        self._counts = {_DONE: 0, _DROPPED: 0, _LATE: 0, _ERROR: 0}
+        self._dropped_output = 0
+        self._callback_errors = 0
 
-    # -- producer side (workers, submit) ------------------------------------------------------
-    def put(self, recs: List[FrameResult], wait: bool = False, deliver: bool = True) -> None:
-        """Hand decided frames over. Over capacity, live mode drops unread results (light ones
-        first); otherwise ``wait=True`` (a last-stage worker) waits for the reader: back-pressure.
-        ``deliver=False`` (caller holds a queue lock) leaves on_result calls to ``deliver()``."""
-        evicted = 0
+    # -- producer side (workers, the entry) -----------------------------------------------------
+    def put(self, recs: List[FrameResult], *, wait_for_reader: bool = False, deliver: bool = True) -> None:
+        """Hand decided frames over. ``wait_for_reader``: a last-stage worker, which waits while
+        ``capacity`` outputs are unread (not in live mode). ``deliver=False``: the caller holds a queue
+        lock, so on_result calls are left to ``deliver()`` or the next put."""
         claim = False
-        with self.lock:
-            ready = self.ready
-            before = len(ready)
-            if self.ordered:
-                self._reorder(recs)
-            else:
-                ready.extend(recs)
-            if len(ready) > before:
-                now = time.perf_counter()
-                for i in range(before, len(ready)):
-                    ready[i].ready = now
-            if self.readers and len(ready) > before:
-                self.not_empty.notify(len(ready) - before)
-            if deliver and self.on_result is not None and not self.delivering:
-                self.delivering = claim = True
-            elif len(ready) > self.capacity and not self.unbounded:
+        with self._lock:
+            added = self._add_ready(recs)
+            if added:
+                self._readers.wake(added)
+            if deliver and self.on_result is not None and not self._delivering:
+                self._delivering = claim = True
+            elif len(self._held) > self.capacity and not self._unbounded:
                 if self.live:
-                    evicted = self._evict(len(ready) - self.capacity)
-                elif wait:
-                    while len(ready) > self.capacity and not self.unbounded:
-                        self._wait_not_full()
-        if evicted and self.monitor is not None:
-            self.monitor.frame_dropped(evicted)
+                    self._drop_unread_outputs()
+                elif wait_for_reader:
+                    while len(self._held) > self.capacity and not self._unbounded:
+                        self._putters.wait()
         if claim:
             self._deliver_loop()
 
@@ -192,96 +253,95 @@ class OutputBuffer:
         """Pass ready results to on_result unless another thread already does."""
         if self.on_result is None:
             return
-        with self.lock:
-            if self.delivering or not self.ready:
+        with self._lock:
+            if self._delivering or not self._ready:
                 return
-            self.delivering = True
+            self._delivering = True
         self._deliver_loop()
 
-    def _reorder(self, recs: List[FrameResult]) -> None:
-        pending = self.pending
+    def _add_ready(self, recs: List[FrameResult]) -> int:
+        """Queue ``recs`` for the reader (ordered: once every earlier id is there); returns how many."""
+        return self._make_ready(self._next_in_order(recs) if self.ordered else recs)
+
+    def _make_ready(self, recs: List[FrameResult]) -> int:
+        if recs:
+            now = time.perf_counter()
+            for rec in recs:
+                rec.ready = now
+                if rec.status is _DONE:
+                    self._held.append(rec)
+            self._ready.extend(recs)
+        return len(recs)
+
+    def _next_in_order(self, recs: List[FrameResult]) -> List[FrameResult]:
+        """Park ``recs`` in the reorder buffer; take out the run of ids that follows the last one out."""
+        pending = self._pending
         for rec in recs:
             pending[rec.id] = rec
-        nid = self.next_id
-        rec = pending.pop(nid, None)
+        run = []
+        rec = pending.pop(self._next_id, None)
         while rec is not None:
-            self.ready.append(rec)
-            nid += 1
-            rec = pending.pop(nid, None)
-        self.next_id = nid
+            run.append(rec)
+            rec = pending.pop(rec.id + 1, None)
+        self._next_id += len(run)
+        return run
 
-    def _evict(self, n: int) -> int:
-        """Drop n unread results: the oldest without output (dropped, late, failed) first, so that a
-        burst of drops never pushes out a processed frame; then the oldest processed ones."""
-        ready = self.ready
-        light = [i for i, rec in enumerate(ready) if rec.status is not _DONE][:n]
-        for i in reversed(light):
-            del ready[i]
-        for _ in range(n - len(light)):
-            ready.popleft()
-        self.counts[_DROPPED] += n
-        self.dropped_output += n
-        return n
-
-    def _wait_not_full(self) -> None:
-        self.putters += 1
-        try:
-            self.not_full.wait()
-        finally:
-            self.putters -= 1
+    def _drop_unread_outputs(self) -> None:
+        """Live mode, over capacity: the oldest unread outputs go; their results stay, as DROPPED."""
+        now = time.perf_counter()
+        held = self._held
+        while len(held) > self.capacity:
+            resolve(held.popleft(), _DROPPED, now)
+            self._dropped_output += 1
 
     def _deliver_loop(self) -> None:
         """Run by the one thread holding the delivery turn: pass ready frames to on_result in order."""
         try:
             while True:
-                with self.lock:
-                    if not self.ready:
-                        self.delivering = False
+                with self._lock:
+                    if not self._ready:
+                        self._delivering = False
                         return
-                    batch = list(self.ready)
-                    self.ready.clear()
+                    batch = list(self._ready)
+                    self._ready.clear()
+                    self._held.clear()
                     for rec in batch:
-                        self.counts[rec.status] += 1
-                    if self.putters:
-                        self.not_full.notify_all()
+                        self._counts[rec.status] += 1
+                    self._putters.wake_all()
                 for rec in batch:
                     self._tell_monitor(rec)
                     try:
                         self.on_result(rec)
                     except Exception as exc:
-                        with self.lock:
-                            self.callback_errors += 1
+                        with self._lock:
+                            self._callback_errors += 1
                         _log.exception("on_result raised for frame %d", rec.id)
                         self._on_callback_error(exc)
         except BaseException:
-            with self.lock:
-                self.delivering = False
+            with self._lock:
+                self._delivering = False
             raise
 
     # -- consumer side -------------------------------------------------------------------------
     def take(self, timeout: Optional[float]) -> Any:
         """Next ready frame; TIMED_OUT if none within ``timeout``; None once finished and empty."""
-        with self.lock:
-            ready = self.ready
+        with self._lock:
+            ready = self._ready
             if not ready:
                 end = None if timeout is None else time.monotonic() + timeout
                 while not ready:
-                    if self.finished:
+                    if self._finished:
                         return None
                     remaining = None if end is None else end - time.monotonic()
                     if remaining is not None and remaining <= 0:
                         return TIMED_OUT
-                    self.readers += 1
-                    try:
-                        self.not_empty.wait(remaining)
-                    finally:
-                        self.readers -= 1
+                    self._readers.wait(remaining)
             rec = ready.popleft()
-            self.counts[rec.status] += 1
-            if self.putters:
-                self.not_full.notify()
-        if self.monitor is not None:
-            self._tell_monitor(rec)
+            if rec.status is _DONE:
+                self._held.popleft()  # rec itself: _held is _ready's DONE results in order
+                self._putters.wake()
+            self._counts[rec.status] += 1
+        self._tell_monitor(rec)
         return rec
 
     def _tell_monitor(self, rec: FrameResult) -> None:
@@ -301,36 +361,37 @@ class OutputBuffer:
     # -- shutdown ------------------------------------------------------------------------------
     def unbind(self) -> None:
         """Lift the capacity (closing): a drain must never wait on a reader who has gone."""
-        with self.lock:
-            self.unbounded = True
-            self.not_full.notify_all()
+        with self._lock:
+            self._unbounded = True
+            self._putters.wake_all()
 
     def finish(self) -> None:
         """Every worker has left: release what the reorder buffer holds and end the stream."""
-        with self.lock:
-            if self.pending:  # only if a frame id went missing (a bug); never strand the others
-                _log.error("reorder buffer held %d frames at finish", len(self.pending))
-                for fid in sorted(self.pending):
-                    self.ready.append(self.pending.pop(fid))
-            self.finished = True
-            self.unbounded = True
-            deliver = self.on_result is not None and not self.delivering and bool(self.ready)
+        with self._lock:
+            if self._pending:  # only if a frame id went missing (a bug); never strand the others
+                _log.error("reorder buffer held %d frames at finish", len(self._pending))
+                stranded = [self._pending.pop(fid) for fid in sorted(self._pending)]
+                self._make_ready(stranded)
+            self._finished = True
+            self._unbounded = True
+            deliver = self.on_result is not None and not self._delivering and bool(self._ready)
             if deliver:
-                self.delivering = True
-            self.not_empty.notify_all()
-            self.not_full.notify_all()
+                self._delivering = True
+            self._readers.wake_all()
+            self._putters.wake_all()
         if deliver:
             self._deliver_loop()
 
     def snapshot(self) -> Dict[str, int]:
-        with self.lock:
+        with self._lock:
             return {
-                "done": self.counts[_DONE],
-                "dropped": self.counts[_DROPPED],
-                "late": self.counts[_LATE],
-                "error": self.counts[_ERROR],
-                "ready": len(self.ready),
-                "reorder": len(self.pending),
-                "dropped_output": self.dropped_output,
-                "callback_errors": self.callback_errors,
+                "done": self._counts[_DONE],
+                "dropped": self._counts[_DROPPED],
+                "late": self._counts[_LATE],
+                "error": self._counts[_ERROR],
+                "ready": len(self._ready),
+                "unread_outputs": len(self._held),
+                "reorder": len(self._pending),
+                "dropped_output": self._dropped_output,
+                "callback_errors": self._callback_errors,
             }

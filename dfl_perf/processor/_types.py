@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import traceback
 from enum import Enum
 from typing import Any, Callable, List, Optional, Sequence
 
-__all__ = ["FrameStatus", "FrameResult", "Ticket", "Stage", "ProcessorClosed"]
+__all__ = ["FrameStatus", "FrameResult", "Ticket", "Stage", "ProcessorClosed", "resolve"]
 
 
 class ProcessorClosed(RuntimeError):
@@ -16,7 +17,7 @@ class FrameStatus(str, Enum):
     """What happened to a frame. The values are plain strings, handy for JSON and logs."""
 
     DONE = "done"  # every stage ran; ``output`` holds the last stage's return value
-    DROPPED = "dropped"  # discarded by the drop policy, by close(drain=False), or unread in a full output
+    DROPPED = "dropped"  # discarded by the drop policy, by close(drain=False), or its output unread in a full output
     LATE = "late"  # older than the deadline when a worker would have started it
     ERROR = "error"  # a stage raised; ``error`` and ``traceback`` say what and where
 
@@ -54,7 +55,7 @@ class FrameResult:
         self.id = frame_id
         self.output = item  # carries the frame between stages; the last stage's output at the end
         self.meta = meta
-        self.status = _DONE
+        self.status: Optional[FrameStatus] = None  # set once, by ``resolve``
         self.queued = queued
         self.started: Optional[float] = None
         self.finished: Optional[float] = None
@@ -84,11 +85,31 @@ class FrameResult:
         error = "" if self.error is None else " error=%r" % self.error
         return "FrameResult(id=%d status=%s latency=%s%s%s)" % (
             self.id,
-            self.status.value,
+            "pending" if self.status is None else self.status.value,
             "-" if latency is None else "%.2fms" % (latency * 1e3),
             where,
             error,
         )
+
+
+def resolve(rec: FrameResult, status: FrameStatus, at: float, stage: Optional[str] = None,
+            error: Optional[BaseException] = None) -> FrameResult:
+    """Decide a frame's outcome: the one place a FrameResult gets its status.
+
+    ``at`` is the ``perf_counter`` time of the decision; ``stage`` names the stage that found the frame
+    late or failed; ``error`` is what it raised. Only DONE keeps the output. A processed frame whose
+    output is dropped unread is decided again, as DROPPED.
+    """
+    rec.status = status
+    rec.finished = at
+    if status is not _DONE:
+        rec.output = None
+    if stage is not None:
+        rec.stage = stage
+    if error is not None:
+        rec.error = error
+        rec.traceback = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    return rec
 
 
 class Ticket:
@@ -101,7 +122,7 @@ class Ticket:
 
     __slots__ = ("id", "accepted", "evicted")
 
-    def __init__(self, frame_id: int, accepted: bool = True, evicted: Optional[int] = None) -> None:
+    def __init__(self, frame_id: int, *, accepted: bool = True, evicted: Optional[int] = None) -> None:
         self.id = frame_id
         self.accepted = accepted
         self.evicted = evicted
@@ -127,12 +148,10 @@ class Stage:
     state (an IOBinding, a scratch buffer) and ``fn`` is then called as ``fn(item, state)``.
     ``max_queue``: capacity of the queue feeding this stage (not the first stage: the Pipeline's
     ``max_queue`` bounds the entry). None adapts it: a few frames for a slow stage, more for a cheap
-    one (so cheap stages move frames in batches). ``multithreaded``: True when ``fn`` can use several
-    intra-op threads of its own (an ONNX Runtime session on CPU); ``auto_configure`` may then give it
-    threads instead of workers.
+    one (so cheap stages move frames in batches). ``plan_workers`` chooses ``workers`` from measured costs.
     """
 
-    __slots__ = ("fn", "workers", "name", "init", "max_queue", "multithreaded")
+    __slots__ = ("fn", "workers", "name", "init", "max_queue")
 
     def __init__(
         self,
@@ -141,7 +160,6 @@ class Stage:
         name: Optional[str] = None,
         init: Optional[Callable[[], Any]] = None,
         max_queue: Optional[int] = None,
-        multithreaded: bool = False,
     ) -> None:
         if not callable(fn):
             raise TypeError("Stage fn must be callable, got %r" % (fn,))
@@ -156,7 +174,6 @@ class Stage:
         self.name = name if name is not None else getattr(fn, "__name__", "stage")
         self.init = init
         self.max_queue = max_queue
-        self.multithreaded = bool(multithreaded)
 
     def replace(self, **changes: Any) -> Stage:
         """A copy with some fields changed, e.g. ``stage.replace(workers=3)``."""
