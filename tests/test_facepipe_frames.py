@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -15,34 +14,60 @@ def _item(i: int) -> FrameItem:
     return FrameItem(i, np.zeros((2, 2, 3), np.uint8))
 
 
+class _SignallingCondition(threading.Condition):
+    """A Condition that says when a thread starts to wait on it: a test then knows that the thread
+    blocks, instead of hoping that a sleep was long enough for it to get there."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = threading.Event()
+
+    def wait(self, timeout=None):
+        self.waiting.set()
+        return super().wait(timeout)
+
+
+def _book(limit=None) -> InFlight:
+    book = InFlight(limit=limit)
+    book._changed = _SignallingCondition()  # observe the book's waits (see the class)
+    return book
+
+
+def _blocked(book: InFlight, fn) -> threading.Thread:
+    """Run ``fn`` on a thread and return once it waits in the book (fails if it never does)."""
+    thread = threading.Thread(target=fn, daemon=True)
+    thread.start()
+    assert book._changed.waiting.wait(5), "the thread never waited for room"
+    return thread
+
+
 def test_check_frame_names_the_frame_and_the_fix():
     check_frame(0, np.zeros((4, 4, 3), np.uint8))
     with pytest.raises(BadFrameError, match=r"frame 7: .*\(4, 4\) uint8.*cvtColor"):
         check_frame(7, np.zeros((4, 4), np.uint8))
+    with pytest.raises(BadFrameError, match=r"frame 2: .*got None"):
+        check_frame(2, None)
 
 
 def test_add_waits_at_the_limit_and_resumes_when_a_taken_frame_is_finished():
-    book = InFlight(limit=2)
+    book = _book(limit=2)
     assert book.add(_item(0)) and book.add(_item(1))
     added = threading.Event()
-    waiter = threading.Thread(target=lambda: book.add(_item(2)) and added.set(), daemon=True)
-    waiter.start()
-    assert not added.wait(0.2), "a third frame got in past limit=2"
-    item, missed = book.take(0)
-    assert item.index == 0 and missed == []
+    waiter = _blocked(book, lambda: book.add(_item(2)) and added.set())
+    assert not added.is_set(), "a third frame got in past limit=2"
+    assert book.take(0).index == 0
+    assert not added.is_set(), "a frame taken for the sink still holds its place"
     book.finish(0)
     assert added.wait(5)
     waiter.join(5)
-    assert book.peak == 2
+    assert sorted(i.index for i in book.take_all()) == [1, 2]
 
 
 def test_cancel_wakes_a_waiting_add_and_refuses_later_ones():
-    book = InFlight(limit=1)
+    book = _book(limit=1)
     book.add(_item(0))
     result = []
-    waiter = threading.Thread(target=lambda: result.append(book.add(_item(1))))
-    waiter.start()
-    time.sleep(0.1)
+    waiter = _blocked(book, lambda: result.append(book.add(_item(1))))
     book.cancel()
     waiter.join(5)
     assert not waiter.is_alive() and result == [False]
@@ -50,13 +75,14 @@ def test_cancel_wakes_a_waiting_add_and_refuses_later_ones():
     assert [i.index for i in book.take_all()] == [0]
 
 
-def test_take_returns_the_frames_skipped_below_it():
+def test_take_gives_each_item_once():
     book = InFlight()
     for i in range(4):
         book.add(_item(i))
-    item, missed = book.take(2)
-    assert item.index == 2 and [m.index for m in missed] == [0, 1]
-    assert [i.index for i in book.take_all()] == [3]
+    assert book.take(2).index == 2
+    assert book.take(2) is None and book.take(9) is None
+    assert sorted(i.index for i in book.take_all()) == [0, 1, 3]
+    assert book.take_all() == []
 
 
 def test_limit_must_be_positive():
@@ -64,22 +90,8 @@ def test_limit_must_be_positive():
         InFlight(limit=0)
 
 
-def test_a_taken_frame_keeps_its_place_until_finished():
-    book = InFlight(limit=1)
-    book.add(_item(0))
-    item, _ = book.take(0)
-    assert item.index == 0
-    room = threading.Event()
-    waiter = threading.Thread(target=lambda: book.wait_for_room() and room.set(), daemon=True)
-    waiter.start()
-    assert not room.wait(0.2), "room while the sink still has frame 0"
-    book.finish(0)
-    assert room.wait(5)
-    waiter.join(5)
-
-
 def test_admit_takes_a_frame_from_the_source_only_when_there_is_room():
-    book = InFlight(limit=2)
+    book = _book(limit=2)
     taken = []
 
     def source():
@@ -92,9 +104,7 @@ def test_admit_takes_a_frame_from_the_source_only_when_there_is_room():
         assert next(admitted) == i
         book.add(_item(i))
     got = []
-    feeder = threading.Thread(target=lambda: got.append(next(admitted)), daemon=True)
-    feeder.start()
-    time.sleep(0.2)
+    feeder = _blocked(book, lambda: got.append(next(admitted)))
     assert taken == [0, 1], "a frame was read from the source with no room for it"
     book.take(0)
     book.finish(0)

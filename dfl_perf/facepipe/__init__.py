@@ -1,14 +1,17 @@
-"""The reference face-swap workload: detect, (mark), align, swap (DFM), merge; plus models and a test clip.
+"""The reference face-swap workload: detect, align, swap (DFM), merge; its two runners, models and a test clip.
 
-Each step is a plain function or a small class that takes a model path, a registry name or a
-ready onnxruntime session, so a caller can run it the DFL way (plain sessions, fresh arrays) or
-the optimized way (tuned sessions, pooled ``out=`` buffers, its own runner) with the same results.
+``OptimizedRunner`` runs it dfl_perf's way (tuned cached sessions, pooled buffers, a three-stage
+``Pipeline``), ``BaselineRunner`` DeepFaceLive's way, on the same ``Workload`` (which models) and
+frames; both return ``RunStats``. The steps are plain functions or small classes that take a model
+path, a registry name or a ready onnxruntime session: ``FaceDetector`` (YuNet), ``align_matrix`` /
+``warp_face`` (5-point alignment), ``merge_faces``; the swap step is ``dfl_perf.buffers.DFMRunner``. Also
+``make_clip`` / ``VideoSource`` (frames in), ``model_path`` (the pinned models), ``BadFrameError``.
 
-Submodules: ``detector`` (YuNet ``FaceDetector``), ``align`` (5-point similarity transform),
-``merge`` (``merge_face``), ``landmarks`` (FaceMesh / Peppa),
-``clip`` (``make_clip``, ``open_source``), ``models`` (registry and fetcher), ``standin``
-(DFM-shaped stand-in model), ``frames`` (``check_frame``: the frames the runners accept); the swap
-step is ``dfl_perf.buffers.DFMRunner``. Names below are imported on first use, so importing this package pulls in neither onnxruntime nor cv2.
+Submodules hold the rest: ``detector``, ``align``, ``merge``, ``landmarks`` (FaceMesh /
+Peppa), ``clip``, ``models`` (registry and fetcher), ``standin`` (DFM-shaped stand-in model),
+``frames``, ``job`` (what both runners share), ``baseline``, ``optimized``, ``workload`` (both
+runners together). Names are imported on first use, so importing this package pulls in neither
+onnxruntime nor cv2.
 """
 
 from __future__ import annotations
@@ -17,16 +20,14 @@ import importlib
 from typing import Any, List
 
 _EXPORTS = {
-    "Face": "detector", "FaceDetector": "detector",
-    "similarity_transform": "align", "align_matrix": "align", "warp_face": "align",
-    "invert_affine": "align", "transform_points": "align", "template_points": "align",
-    "feather_mask": "merge", "merge_face": "merge", "merge_faces": "merge",
-    "Landmarks": "landmarks", "FaceMeshLandmarker": "landmarks", "PeppaLandmarker": "landmarks",
-    "SyntheticClip": "clip", "make_clip": "clip", "open_source": "clip", "VideoSource": "clip",
-    "ModelInfo": "models", "REGISTRY": "models", "ModelFetchError": "models", "model_path": "models",
-    "fetch": "models", "models_main": "models",
-    "build_dfm_standin": "standin",
-    "BadFrameError": "frames", "check_frame": "frames",
+    "Workload": "job", "RunStats": "job",
+    "OptimizedRunner": "optimized", "BaselineRunner": "baseline",
+    "FaceDetector": "detector",
+    "align_matrix": "align", "warp_face": "align",
+    "merge_faces": "merge",
+    "make_clip": "clip", "VideoSource": "clip",
+    "model_path": "models",
+    "BadFrameError": "frames",
 }
 
 __all__ = sorted(_EXPORTS)

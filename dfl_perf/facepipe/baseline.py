@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, Iterable, Optional, Sequence
 import numpy as np
 
 from dfl_perf.facepipe.frames import check_frame
-from dfl_perf.facepipe.workload import FrameSink, RunStats, Workload, paced_frames
+from dfl_perf.facepipe.job import FrameSink, RunStats, Workload, paced_frames
 
 __all__ = ["BaselineRunner", "merge_face_dfl_style", "run_live_latest"]
 

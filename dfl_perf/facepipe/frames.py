@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Set, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Set
 
 import numpy as np
 
@@ -48,14 +48,14 @@ class FrameItem:
 
 
 class InFlight:
-    """Frames submitted and not yet accounted for, by id (ids count from 0 in submission order).
+    """The frames of a run that are alive, by id (ids count from 0 in submission order).
 
-    Results arrive in id order, so when result ``n`` arrives, frames below ``n`` that are still
-    here were dropped unread from a full output (live mode): their pooled buffers must go back.
-    ``limit`` bounds how many frames are alive at once, from the source to the end of the sink:
-    ``wait_for_room`` (call it before taking a frame from the source) and ``add`` wait for room
-    (``cancel`` wakes them), and a frame taken for the sink keeps its place until ``finish``, so
-    the frame-sized buffers a run holds stay bounded whatever the queues do.
+    The pipeline yields exactly one result per id, so each item leaves through ``take`` (or
+    ``take_all`` when a run stops early). ``limit`` bounds how many frames are alive at once, from
+    the source to the end of the sink: ``wait_for_room`` (call it before taking a frame from the
+    source) and ``add`` wait for room (``cancel`` wakes them), and a frame taken for the sink keeps
+    its place until ``finish``, so the frame-sized buffers a run holds stay bounded whatever the
+    queues do.
     """
 
     def __init__(self, limit: Optional[int] = None) -> None:
@@ -65,9 +65,7 @@ class InFlight:
         self._changed = threading.Condition()
         self._items: Dict[int, FrameItem] = {}
         self._finishing: Set[int] = set()  # taken for the sink, not finished
-        self._next = 0
         self._cancelled = False
-        self.peak = 0
 
     def wait_for_room(self) -> bool:
         """Wait while ``limit`` frames are alive; False once cancelled."""
@@ -90,7 +88,6 @@ class InFlight:
             if not self._wait_for_room():
                 return False
             self._items[item.index] = item
-            self.peak = max(self.peak, len(self._items) + len(self._finishing))
             return True
 
     def _wait_for_room(self) -> bool:
@@ -105,19 +102,13 @@ class InFlight:
             self._cancelled = True
             self._changed.notify_all()
 
-    def take(self, frame_id: int) -> Tuple[Optional[FrameItem], List[FrameItem]]:
-        """(the item of ``frame_id``, the items below it that were skipped).
-
-        The skipped ones leave at once; the item keeps its place until ``finish(frame_id)``.
-        """
+    def take(self, frame_id: int) -> Optional[FrameItem]:
+        """The item of ``frame_id`` (None if it was never added); it keeps its place until ``finish``."""
         with self._changed:
-            missed = [self._items.pop(k) for k in range(self._next, frame_id) if k in self._items]
-            self._next = max(self._next, frame_id + 1)
             item = self._items.pop(frame_id, None)
             if item is not None:
                 self._finishing.add(frame_id)
-            self._changed.notify_all()
-            return item, missed
+            return item
 
     def finish(self, frame_id: int) -> None:
         """The sink is done with a taken frame: its place is free."""
@@ -126,6 +117,7 @@ class InFlight:
             self._changed.notify_all()
 
     def take_all(self) -> List[FrameItem]:
+        """Every item still held (a run that stopped early), emptying the book."""
         with self._changed:
             items, self._items = list(self._items.values()), {}
             self._finishing.clear()

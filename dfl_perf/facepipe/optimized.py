@@ -5,30 +5,33 @@ overlaps the swap of frame N, with several swap workers on a CPU.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
-from typing import Any, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
 from dfl_perf.facepipe.frames import BadFrameError, FrameItem, InFlight, check_frame
-from dfl_perf.facepipe.workload import FrameSink, RunStats, Workload
+from dfl_perf.facepipe.job import FrameSink, RunStats, Workload
 
 __all__ = ["OptimizedRunner", "swap_workers_for"]
 
 log = logging.getLogger("dfl_perf.facepipe")
 _ERRORS_KEPT = 20
-#: Frames in flight beyond one per worker of the swap stage (files mode): the detect and merge
-#: workers' frames plus one waiting, so no worker idles. More only adds frame-sized buffers (memory).
-IN_FLIGHT_SPARE = 3
-LOW_MEMORY_SPARE = 2
+#: Frames alive beyond one per worker (files mode): one waiting, so no worker idles. More only adds
+#: frame-sized buffers (memory); low_memory keeps none waiting.
+IN_FLIGHT_SPARE = 1
+#: Runs of the three stages on the first frame that the worker plan is measured on (after one warm-up).
+PLAN_RUNS = 3
 
 
 # ---------------------------------------------------------------------------------- optimized
 
 def swap_workers_for(provider: str, budget: int) -> int:
-    """Swap workers: on a CPU, one per usable core (each session thread single); on a GPU, one."""
+    """Swap workers before any measurement: on a CPU, one per usable core (each session thread
+    single); on a GPU, one."""
     from dfl_perf.sessions.config import GPU_PROVIDERS
 
     return 1 if provider in GPU_PROVIDERS else max(1, budget)
@@ -54,14 +57,20 @@ class OptimizedRunner:
     """dfl_perf's way: tuned cached sessions, IOBinding with pools, a three-stage Pipeline.
 
     ``live=False`` (files, benchmarks) processes every frame in order with back-pressure, with at
-    most ``max_in_flight`` frames alive from the source to the end of the sink (default: swap
-    workers + 3; no frame is read from the source before there is room for it);
+    most ``max_in_flight`` frames alive from the source to the end of the sink (default: one per
+    worker + 1; no frame is read from the source before there is room for it);
     ``live=True`` (cameras) drops the oldest waiting frame and frames older than ``deadline``.
+    Workers per stage: ``plan_workers`` on the stages' costs, measured on the first frame of the
+    first run (``plan``); ``swap_workers`` (or ``low_memory``) fixes them instead: that many swap
+    workers, one detect and one merge worker.
+    ``dfm``: the swap step's model runner, when not a ``DFMRunner`` on the workload's DFM built here:
+    any object with DFMRunner's ``resolution``, ``run(faces, morph_factor)`` and ``close()`` (the
+    caller keeps it and closes it).
     On a CPU, onnxruntime's memory pattern is off: with it on, onnxruntime keeps a planned block
     beside the arena's chunks, about 0.5x the model's activations more, for no measurable speed
     (off for DirectML too, which needs it; ``mem_pattern=True``/``False`` overrides the choice).
-    ``low_memory=True`` trades a little throughput for a smaller peak: one swap worker (one set of
-    the swap model's activations), swap workers + 2 frames alive, the memory pattern off on
+    ``low_memory=True`` trades a little throughput for a smaller peak: one worker per stage (one set
+    of the swap model's activations), one frame alive per worker, the memory pattern off on
     any device, and lean weights (``SessionConfig.lean_weights``: models loaded from a copy with
     their weights in a separate file, fewer copies of the weights in memory; no disk cache).
     ``merge_in_place=True`` merges the faces into the input frame itself and hands that to the sink
@@ -75,14 +84,16 @@ class OptimizedRunner:
                  live: bool = False, deadline: Optional[float] = None, max_queue: int = 2,
                  disk_cache: bool = False, max_in_flight: Optional[int] = None,
                  low_memory: bool = False, merge_in_place: bool = False,
-                 mem_pattern: Optional[bool] = None) -> None:
+                 mem_pattern: Optional[bool] = None, dfm: Any = None) -> None:
         from dfl_perf.buffers import BoundSession, BufferPool, DFMRunner
-        from dfl_perf.devices import cpu_budget, select_providers
+        from dfl_perf.devices import select_providers
         from dfl_perf.facepipe.detector import FaceDetector
         from dfl_perf.sessions import ModelCache
 
         if max_in_flight is not None and max_in_flight < 1:
             raise ValueError("max_in_flight must be None or >= 1, got %r" % (max_in_flight,))
+        if swap_workers is not None and swap_workers < 1:
+            raise ValueError("swap_workers must be None or >= 1, got %r" % (swap_workers,))
         self.workload = workload
         providers = select_providers(provider, device_id) if provider else select_providers(device_id=device_id)
         self.provider = providers[0][0]
@@ -91,26 +102,120 @@ class OptimizedRunner:
         self._owns_cache = cache is None
         t0 = time.perf_counter()
         det_session = self.cache.get(workload.detector_path(), config)
-        dfm_session = self.cache.get(workload.dfm_path(), config)
-        self.session_seconds = time.perf_counter() - t0
-        device = "cpu" if self.provider == "CPUExecutionProvider" else "cuda"
         self.pool = BufferPool(max_bytes=256 << 20)
+        self._owns_dfm = dfm is None
+        if dfm is None:  # the outputs are read on the host: the runner binds them there on any device
+            dfm = DFMRunner(self.cache.get(workload.dfm_path(), config), device="cpu", host_pool=self.pool)
+        self.session_seconds = time.perf_counter() - t0
         self.detector = FaceDetector(det_session)
         self.det_bound = BoundSession(det_session, host_pool=self.pool)
-        self.dfm = DFMRunner(dfm_session, device=device if device == "cpu" else "cpu", host_pool=self.pool)
+        self.dfm = dfm
         self.resolution = self.dfm.resolution
         self.low_memory = low_memory
         self.merge_in_place = merge_in_place
-        self.swap_workers = swap_workers or (1 if low_memory else swap_workers_for(self.provider, cpu_budget()))
         self.monitor = monitor
         self.live = live
         self.deadline = deadline
         self.max_queue = max_queue
-        spare = LOW_MEMORY_SPARE if low_memory else IN_FLIGHT_SPARE
-        self.max_in_flight = max_in_flight if max_in_flight is not None else self.swap_workers + spare
+        self.plan: Any = None  # the PipelinePlan measured on the first frame (None before it, or when fixed)
+        self._fixed_swap_workers = swap_workers or (1 if low_memory else None)
+        self._max_in_flight = max_in_flight
+        self._plan_lock = threading.Lock()
         self._runs: List[Any] = []  # (thread, pipeline, stop event) of each run in progress
         self._runs_changed = threading.Condition()
         self._closed = self._released = False
+
+    # -- workers per stage
+    @property
+    def workers(self) -> Dict[str, int]:
+        """Workers per stage for the next run: the plan's, else the fixed ones (or, before the first
+        frame is measured, ``swap_workers_for``'s)."""
+        if self.plan is not None:
+            return dict(self.plan.workers)
+        from dfl_perf.devices import cpu_budget
+
+        swap = self._fixed_swap_workers or swap_workers_for(self.provider, cpu_budget())
+        return {"detect": 1, "swap": swap, "merge": 1}
+
+    @property
+    def swap_workers(self) -> int:
+        return self.workers["swap"]
+
+    @property
+    def max_in_flight(self) -> int:
+        """Files mode: frames alive at most, from the source to the end of the sink."""
+        if self._max_in_flight is not None:
+            return self._max_in_flight
+        return sum(self.workers.values()) + (0 if self.low_memory else IN_FLIGHT_SPARE)
+
+    def _planned(self, frames: Iterable[np.ndarray]) -> Iterable[np.ndarray]:
+        """``frames``, with the worker plan measured on the first one if there is none yet."""
+        if self.plan is not None or self._fixed_swap_workers is not None:
+            return frames
+        source = iter(frames)
+        try:
+            first = next(source)
+        except StopIteration:
+            return ()
+        with self._plan_lock:
+            if self.plan is None:
+                self.plan = self._measure_plan(first)
+        return itertools.chain([first], source)
+
+    def _measure_plan(self, frame: Any) -> Any:
+        """``plan_workers`` on the three stages' costs on ``frame``; None when it cannot be measured
+        there (not a frame, a stage fails): the run then keeps the default workers and meets the
+        problem in the pipeline, where it is reported as usual."""
+        from dfl_perf.devices import cpu_budget
+        from dfl_perf.processor import plan_workers
+        from dfl_perf.sessions.config import GPU_PROVIDERS
+
+        try:
+            seconds, cpu = self._stage_costs(frame)
+        except Exception as exc:
+            log.debug("no worker plan from the first frame (%s: %s)", type(exc).__name__, exc)
+            return None
+        on_device = ("detect", "swap") if self.provider in GPU_PROVIDERS and self._owns_dfm else ()
+        plan = plan_workers(cpu, cpu_budget(), device_seconds={name: seconds[name] for name in on_device})
+        log.debug("%s", plan.describe())
+        return plan
+
+    def _stage_costs(self, frame: np.ndarray) -> Tuple[Dict[str, float], Dict[str, float]]:
+        """Wall and CPU seconds of each stage on ``frame`` (a copy: merge_in_place writes into it),
+        median of PLAN_RUNS runs after a warm-up; with one face when the detector finds none."""
+        from dfl_perf.processor import measure_stages
+
+        check_frame(0, frame)
+        probe = frame.copy()
+        blob = self._detect_state()
+        held: List[FrameItem] = []
+
+        def detect(item: FrameItem) -> FrameItem:
+            held[:] = [item]
+            return self._with_a_face(self.detect(item, blob))
+
+        stages = [("detect", detect), ("swap", self.swap), ("merge", self.merge)]
+        items = (FrameItem(0, probe) for _ in range(PLAN_RUNS + 1))
+        try:
+            return measure_stages(stages, items, finish=self._drop_buffers, warmup=1)
+        except BaseException:
+            for item in held:
+                self._drop_buffers(item)
+            raise
+
+    def _with_a_face(self, item: FrameItem) -> FrameItem:
+        """A measured item without a face gets one: a square of the frame's centre, 0.6 of its height."""
+        if item.crops is None:
+            from dfl_perf.facepipe.align import warp_face
+
+            h, w = item.frame.shape[:2]
+            side, res = 0.6 * min(h, w), self.resolution
+            k = res / side
+            M = np.array([[k, 0.0, -k * (w - side) / 2], [0.0, k, -k * (h - side) / 2]])
+            item.mats = [M]
+            item.crops = self.pool.acquire((1, res, res, 3), np.uint8)
+            warp_face(item.frame, M, res, out=item.crops[0])
+        return item
 
     # -- stages: each takes an FrameItem and returns it
     def _detect_state(self) -> np.ndarray:
@@ -169,10 +274,11 @@ class OptimizedRunner:
 
         # one waiting frame between stages: enough to keep every worker busy, few enough that a
         # frame does not queue behind many others (latency = frames in flight / throughput)
+        workers = self.workers
         return [
-            Stage(self.detect, workers=1, name="detect", init=self._detect_state),
-            Stage(self.swap, workers=self.swap_workers, name="swap", max_queue=1),
-            Stage(self.merge, workers=1, name="merge", max_queue=1),
+            Stage(self.detect, workers=workers["detect"], name="detect", init=self._detect_state),
+            Stage(self.swap, workers=workers["swap"], name="swap", max_queue=1),
+            Stage(self.merge, workers=workers["merge"], name="merge", max_queue=1),
         ]
 
     def pipeline(self) -> Any:
@@ -206,6 +312,7 @@ class OptimizedRunner:
         """
         stats = RunStats()
         errors: List[BaseException] = []
+        frames = self._planned(frames)
         inflight = InFlight(None if self.live else self.max_in_flight)
         stop = threading.Event()
         pipe = self._start_run(stop)
@@ -267,9 +374,7 @@ class OptimizedRunner:
 
     def _account(self, result: Any, stats: RunStats, sink: Optional[FrameSink],
                  inflight: InFlight) -> None:
-        item, missed = inflight.take(result.id)
-        for lost in missed:  # dropped unread from a full output (live): no result will come
-            self._drop_buffers(lost)
+        item = inflight.take(result.id)  # every id yields one result, whatever became of the frame
         try:
             if not result.ok:
                 stats.not_done += 1
@@ -324,7 +429,8 @@ class OptimizedRunner:
             if not self._closed or self._runs or self._released:
                 return
             self._released = True
-        self.dfm.close()
+        if self._owns_dfm:
+            self.dfm.close()
         self.det_bound.close()
         if self._owns_cache:
             self.cache.clear()
