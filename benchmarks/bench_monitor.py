@@ -134,7 +134,7 @@ def _full_monitor(stages: int) -> PerformanceMonitor:
 
 def _list_summary(monitor: PerformanceMonitor) -> Callable[[], Any]:
     """Baseline: the same statistics from Python lists and sorted() (no numpy)."""
-    from dfl_perf.monitor._stats import describe
+    from dfl_perf.monitor.stats import describe
 
     def summary() -> Dict[str, Any]:
         rings = list(monitor._stages.items()) + [("latency", monitor._frames.latencies)]

@@ -1,4 +1,9 @@
-"""Lazy and optional imports, so that start-up pays only for what a process uses."""
+"""Optional imports and import costs, so that start-up pays only for what a process uses.
+
+dfl_perf defers its heavy imports (numpy, onnxruntime, cv2, onnx, psutil, pynvml) by importing them
+inside the functions that need them; ``optional_import`` is for a library that may be absent
+(pynvml, prometheus_client), ``is_available`` asks without importing, ``import_cost`` measures.
+"""
 
 from __future__ import annotations
 
@@ -7,54 +12,10 @@ import importlib.util
 import json
 import subprocess
 import sys
-import threading
 import types
 from typing import Dict, Iterable, Optional
 
-__all__ = ["lazy_import", "optional_import", "is_available", "import_cost", "LazyModule"]
-
-
-class LazyModule(types.ModuleType):
-    """A stand-in for a module that imports the real one on first attribute access."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        # Set through __dict__ so that __getattr__ is never entered for our own state.
-        self.__dict__["_lazy_lock"] = threading.Lock()
-        self.__dict__["_lazy_module"] = None
-
-    def _lazy_load(self) -> types.ModuleType:
-        module = self.__dict__["_lazy_module"]
-        if module is not None:
-            return module
-        with self.__dict__["_lazy_lock"]:
-            module = self.__dict__["_lazy_module"]
-            if module is None:
-                module = importlib.import_module(self.__name__)
-                self.__dict__["_lazy_module"] = module
-        return module
-
-    def __getattr__(self, attr: str):
-        return getattr(self._lazy_load(), attr)
-
-    def __dir__(self):
-        return dir(self._lazy_load())
-
-    def __repr__(self) -> str:
-        state = "loaded" if self.__dict__["_lazy_module"] is not None else "not loaded"
-        return "<lazy module %r (%s)>" % (self.__name__, state)
-
-
-def lazy_import(name: str) -> types.ModuleType:
-    """Return ``name`` if already imported, else a proxy that imports it on first attribute access.
-
-    Thread-safe: many threads touching the proxy at once import the module once and all see the
-    real module. A missing module raises ImportError at first use, not here.
-    """
-    module = sys.modules.get(name)
-    if module is not None:
-        return module
-    return LazyModule(name)
+__all__ = ["optional_import", "is_available", "import_cost"]
 
 
 def optional_import(name: str) -> Optional[types.ModuleType]:

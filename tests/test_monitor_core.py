@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dfl_perf.monitor import PerformanceMonitor
-from dfl_perf.monitor._stats import describe, percentile
+from dfl_perf.monitor.stats import describe, percentile
 
 
 class FakeClock:

@@ -11,7 +11,8 @@ import urllib.request
 import pytest
 
 from dfl_perf.lazy import is_available
-from dfl_perf.monitor import PerformanceMonitor, prometheus_text
+from dfl_perf.monitor import PerformanceMonitor
+from dfl_perf.monitor.export import prometheus_text
 
 NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
 LABEL = r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"'

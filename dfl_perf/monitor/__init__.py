@@ -3,8 +3,8 @@
 ``PerformanceMonitor`` times stages and frames (bounded rings, cheap ``record``); FPS is right from
 the first frame (DeepFaceLive's meter divides by a zero-filled 120-sample history and counts the
 read wait as busy time). ``SystemSampler`` reads CPU, memory and NVML GPU state on a thread.
-Exports: ``export_json``, ``export_csv``, ``prometheus_text``, ``serve_http``. ``draw_overlay``
-draws a HUD with cv2; ``AdaptiveController`` moves ``Knob``s to hold a target FPS.
+``PerformanceMonitor.export_json/export_csv/prometheus_text/serve_http`` export what it measured.
+``draw_overlay`` draws a HUD with cv2; ``AdaptiveController`` moves ``Knob``s to hold a target FPS.
 
 ``PerformanceMonitor.summary()`` layout (seconds as floats; None where nothing was measured)::
 
@@ -21,21 +21,9 @@ Importing this package loads no psutil, pynvml, cv2 or numpy; each is imported o
 
 from __future__ import annotations
 
-from .adaptive import AdaptiveController, Knob, KnobChange
+from .adaptive import AdaptiveController, Knob
 from .core import PerformanceMonitor
-from .export import MetricsServer, export_csv, export_json, prometheus_text
 from .overlay import draw_overlay
 from .sampler import SystemSampler
 
-__all__ = [
-    "PerformanceMonitor",
-    "SystemSampler",
-    "draw_overlay",
-    "AdaptiveController",
-    "Knob",
-    "KnobChange",
-    "MetricsServer",
-    "export_json",
-    "export_csv",
-    "prometheus_text",
-]
+__all__ = ["PerformanceMonitor", "SystemSampler", "draw_overlay", "AdaptiveController", "Knob"]

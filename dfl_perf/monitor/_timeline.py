@@ -6,7 +6,7 @@ import collections
 import math
 from typing import Any, Deque, Dict, List, Optional
 
-from ._stats import SampleRing, describe
+from .stats import SampleRing, describe
 
 _ZERO_COUNTS: Dict[str, Any] = {"frames": 0, "dropped": 0, "late": 0, "failed": 0, "stages": {}}
 

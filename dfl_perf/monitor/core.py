@@ -8,8 +8,8 @@ import time
 from array import array
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
-from ._stats import SampleRing, copy_ring, describe_array
 from ._timeline import Timeline
+from .stats import SampleRing, copy_ring, describe_array
 
 __all__ = ["PerformanceMonitor"]
 
@@ -32,12 +32,7 @@ class _StageTimer:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
-        seconds = self._clock() - self._start
-        ring = self._ring
-        with ring.lock:  # SampleRing.add, inlined
-            ring.values[ring.count % ring.capacity] = seconds
-            ring.count += 1
-            ring.total += seconds
+        self._ring.add(self._clock() - self._start)
 
 
 class _FrameLog:
@@ -130,14 +125,11 @@ class PerformanceMonitor:
         ring = self._stages.get(stage_name)
         if ring is None:
             ring = self._add_stage(stage_name)
-        with ring.lock:  # SampleRing.add, inlined: this is the hot path
-            try:
-                ring.values[ring.count % ring.capacity] = seconds
-            except TypeError:
-                raise TypeError("record(%r, seconds): seconds must be a number, got %s"
-                                % (stage_name, type(seconds).__name__)) from None
-            ring.count += 1
-            ring.total += seconds
+        try:
+            ring.add(seconds)
+        except TypeError:
+            raise TypeError("record(%r, seconds): seconds must be a number, got %s"
+                            % (stage_name, type(seconds).__name__)) from None
 
     def stage(self, name: str) -> _StageTimer:
         """Context manager timing its body as one sample of stage ``name`` (recorded even on error)."""
@@ -155,16 +147,12 @@ class PerformanceMonitor:
                 self._roll(now)
             if frames.origin is None:
                 self._begin_fps(now, latency_seconds)
-            ring = frames.latencies  # written under the frame lock, so its own lock is not needed
-            index = ring.count % ring.capacity
-            try:
-                ring.values[index] = latency_seconds
+            try:  # the frame lock guards the latency ring: put, not add
+                index = frames.latencies.put(latency_seconds)
             except TypeError:
                 raise TypeError("frame_done(latency_seconds): must be a number, got %s"
                                 % type(latency_seconds).__name__) from None
             frames.times[index] = now
-            ring.count += 1
-            ring.total += latency_seconds
 
     def frame_dropped(self, n: int = 1) -> None:
         """Count ``n`` frames dropped: discarded by a drop policy, or processed but never read."""

@@ -77,7 +77,8 @@ def describe_array(data: Any) -> Dict[str, Optional[float]]:
 class SampleRing:
     """A fixed-size ring of float samples with a lifetime count and sum; thread-safe.
 
-    ``add`` writes into a preallocated ``array('d')`` under a lock: nothing grows per call.
+    ``add`` writes into a preallocated ``array('d')`` under the ring's lock: nothing grows per call.
+    ``put`` is the same write for a caller that already holds the lock guarding the ring.
     """
 
     __slots__ = ("values", "capacity", "count", "total", "lock")
@@ -93,9 +94,15 @@ class SampleRing:
 
     def add(self, value: float) -> None:
         with self.lock:
-            self.values[self.count % self.capacity] = value
-            self.count += 1
-            self.total += value
+            self.put(value)
+
+    def put(self, value: float) -> int:
+        """Write ``value`` into the next slot and return the slot. Call with the guarding lock held."""
+        index = self.count % self.capacity
+        self.values[index] = value  # TypeError for a non-number, before anything changed
+        self.count += 1
+        self.total += value
+        return index
 
     def clear(self) -> None:
         with self.lock:
