@@ -27,7 +27,10 @@ class QueueClosed(Exception):
 
 
 class _Waiters:
-    """A Condition on a queue's lock and the number of threads waiting on it. Use with the lock held."""
+    """A Condition on a queue's lock and the number of threads waiting on it. Use with the lock held.
+
+    ``wake`` does nothing when none waits; hot paths test ``count`` first and skip the call.
+    """
 
     __slots__ = ("_condition", "count")
 
@@ -90,7 +93,8 @@ class StageQueue:
                 items.clear()
             else:
                 batch = [items.popleft() for _ in range(n)]
-            self._putters.wake(n)
+            if self._putters.count:
+                self._putters.wake(n)
             return batch
 
     def put_many(self, recs: List[FrameResult]) -> bool:
@@ -101,7 +105,8 @@ class StageQueue:
             if self.cancelled:
                 return False
             self._items.extend(recs)
-            self._workers.wake(len(recs))
+            if self._workers.count:
+                self._workers.wake(len(recs))
             return True
 
     def close(self) -> None:
@@ -170,7 +175,8 @@ class EntryQueue(StageQueue):
                 dropped = rec
             else:
                 items.append(rec)
-                self._workers.wake()
+                if self._workers.count:
+                    self._workers.wake()
             if dropped is not None:
                 self._on_dropped(resolve(dropped, _DROPPED, rec.queued))
             return rec, dropped
@@ -236,7 +242,7 @@ class OutputBuffer:
         claim = False
         with self._lock:
             added = self._add_ready(recs)
-            if added:
+            if added and self._readers.count:
                 self._readers.wake(added)
             if deliver and self.on_result is not None and not self._delivering:
                 self._delivering = claim = True
@@ -309,7 +315,8 @@ class OutputBuffer:
                         self._counts[rec.status] += 1
                     self._putters.wake_all()
                 for rec in batch:
-                    self._tell_monitor(rec)
+                    if self.monitor is not None:
+                        self._tell_monitor(rec)
                     try:
                         self.on_result(rec)
                     except Exception as exc:
@@ -339,15 +346,15 @@ class OutputBuffer:
             rec = ready.popleft()
             if rec.status is _DONE:
                 self._held.popleft()  # rec itself: _held is _ready's DONE results in order
-                self._putters.wake()
+                if self._putters.count:
+                    self._putters.wake()
             self._counts[rec.status] += 1
-        self._tell_monitor(rec)
+        if self.monitor is not None:
+            self._tell_monitor(rec)
         return rec
 
     def _tell_monitor(self, rec: FrameResult) -> None:
         monitor = self.monitor
-        if monitor is None:
-            return
         status = rec.status
         if status is _DONE:
             monitor.frame_done(rec.latency)
