@@ -13,11 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent / "dfl_perf"
 
 #: Cycles still on main, each with the engineer who removes it (issue 21). Empty this list; never grow it.
-ALLOWED_CYCLES: List[Set[str]] = [
-    # workload.py's lazy OptimizedRunner/BaselineRunner names, while both runners import workload.py:
-    # removed by w21a (issue 21, "the facepipe runner's import loop").
-    {"dfl_perf.facepipe.workload", "dfl_perf.facepipe.optimized", "dfl_perf.facepipe.baseline"},
-]
+ALLOWED_CYCLES: List[Set[str]] = []
 
 #: Packages whose ``__all__`` is the public API, and the most names they may export together (issue 21).
 PUBLIC_PACKAGES = ("dfl_perf.lazy", "dfl_perf.devices", "dfl_perf.sessions", "dfl_perf.buffers", "dfl_perf.memory",
@@ -183,3 +179,8 @@ def test_sessions_buffers_memory_devices_adapter_and_benchmark_export_at_most_42
     counts = _export_counts(("dfl_perf.devices", "dfl_perf.sessions", "dfl_perf.buffers", "dfl_perf.memory",
                              "dfl_perf.adapters.deepfacelive", "dfl_perf.benchmark"))
     assert sum(counts.values()) <= 42, counts
+
+
+def test_processor_monitor_facepipe_and_lazy_export_at_most_30_names():
+    counts = _export_counts(("dfl_perf.processor", "dfl_perf.monitor", "dfl_perf.facepipe", "dfl_perf.lazy"))
+    assert sum(counts.values()) <= 30, counts
