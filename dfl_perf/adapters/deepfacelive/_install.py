@@ -22,6 +22,7 @@ ORT_PACKAGE = "xlib.onnxruntime"
 ORT_SUBMODULE = "xlib.onnxruntime.InferenceSession"
 DFM_MODULE = "modelhub.DFLive.DFMModel"
 BACKEND_MODULE = "apps.DeepFaceLive.backend.BackendBase"
+CSW_MODULE = "xlib.mp.csw.CSWBase"
 
 #: folder holding the ``sitecustomize.py`` that activates the adapter in spawned workers
 SITE_DIR = str(Path(__file__).resolve().parent / "_site")
@@ -93,11 +94,23 @@ def _patch_backend(state: _Installed, module: Any) -> None:
         patch_backend_module(module, state.patcher, state.config)
 
 
+def _patch_startup(state: _Installed, module: Any, patch: str) -> None:
+    if state.config.startup_folder():
+        from dfl_perf.adapters.deepfacelive import startup
+
+        getattr(startup, patch)(module, state.patcher)
+
+
 def _targets(state: _Installed) -> Dict[str, Callable[[Any], None]]:
+    def backend(module: Any) -> None:
+        _patch_backend(state, module)
+        _patch_startup(state, module, "patch_connections")
+
     return {
         ORT_PACKAGE: lambda module: _patch_ort(state, module),
         DFM_MODULE: lambda module: _patch_dfm(state, module),
-        BACKEND_MODULE: lambda module: _patch_backend(state, module),
+        BACKEND_MODULE: backend,
+        CSW_MODULE: lambda module: _patch_startup(state, module, "patch_worker_base"),
     }
 
 
@@ -122,6 +135,11 @@ def install(config: Optional[DFLConfig] = None, propagate: bool = True) -> DFLCo
             from dfl_perf.paths import CACHE_DIR_ENV
 
             state.set_env(CACHE_DIR_ENV, os.path.abspath(config.cache_dir))
+        folder = config.startup_folder()
+        if folder:
+            from dfl_perf.adapters.deepfacelive import startup
+
+            startup.recorder(folder).mark("adapter")
         targets = _targets(state)
         state.hook = ImportHook(targets, lazy=[n for n in config.lazy_imports if n not in sys.modules])
         sys.meta_path.insert(0, state.hook)

@@ -47,6 +47,8 @@ class DFLConfig:
       writes each process's numbers there for ``collect_meter``.
     - ``lazy_imports``: modules imported lazily in launched processes, so workers that never run
       a model never load them.
+    - ``startup_dir``: every process writes its start-up timeline there (``startup``; default:
+      ``meter_dir``, else env ``DFL_PERF_STARTUP_DIR``; none: nothing is recorded).
     """
 
     model_processes: int = DEFAULT_MODEL_PROCESSES
@@ -66,6 +68,7 @@ class DFLConfig:
     meter_dir: Optional[str] = None
     meter_interval_s: float = 2.0
     lazy_imports: Tuple[str, ...] = field(default_factory=lambda: ("onnxruntime", "onnx"))
+    startup_dir: Optional[str] = None
 
     def __post_init__(self) -> None:
         self.lazy_imports = tuple(self.lazy_imports)
@@ -85,6 +88,10 @@ class DFLConfig:
         from dfl_perf.sessions import SessionConfig
 
         return SessionConfig.for_pipeline(int(self.model_processes))[0].intra_op_threads
+
+    def startup_folder(self) -> Optional[str]:
+        """Where the start-up timeline goes: ``startup_dir``, else ``meter_dir``, else env ``DFL_PERF_STARTUP_DIR``."""
+        return self.startup_dir or self.meter_dir or os.environ.get("DFL_PERF_STARTUP_DIR") or None
 
     def to_json(self) -> str:
         """The settings as a JSON object string."""

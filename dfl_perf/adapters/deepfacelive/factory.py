@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Hashable, List, Optional, Tuple
@@ -112,14 +113,20 @@ def _session_for(state: FactoryState, onnx_model_or_path: Any, device_info: Any)
     threads = state.config.threads_per_session()
     key = (model_key, ep, index, threads)
     with state.lock:
+        started = time.time()
         if state.config.cache_sessions and key in state.sessions:
             sess = state.sessions[key]
-            state.records.append(SessionRecord(label, ep, index, list(sess.get_providers()), threads, True))
-            return sess
-        sess, record = _build(state.config, source, label, ep, index, threads)
-        if state.config.cache_sessions:
-            state.sessions[key] = sess
+            record = SessionRecord(label, ep, index, list(sess.get_providers()), threads, True,
+                                   disk_cache="in-process")
+        else:
+            sess, record = _build(state.config, source, label, ep, index, threads)
+            if state.config.cache_sessions:
+                state.sessions[key] = sess
         state.records.append(record)
+        if state.config.startup_folder():
+            from dfl_perf.adapters.deepfacelive.startup import record_session
+
+            record_session(label, started, time.time(), record.disk_cache, record.providers)
         return sess
 
 

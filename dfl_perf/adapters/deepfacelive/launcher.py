@@ -29,7 +29,7 @@ from dfl_perf.adapters.deepfacelive.config import DFLConfig
 __all__ = ["dfl_main", "launch", "config_from_args"]
 
 USAGE = """dfl-perf dfl [options] PATH/TO/DeepFaceLive/main.py [DFL arguments ...]
-       dfl-perf dfl meter DIR [--format json|csv|prometheus] [--out PATH]"""
+       dfl-perf dfl meter DIR [--format json|csv|prometheus] [--out PATH] [--startup]"""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,6 +54,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--meter-dir", default=None, metavar="DIR", help="write every module's numbers there (see 'meter')")
     p.add_argument("--no-lazy-imports", action="store_true",
                    help="import onnxruntime/onnx eagerly in every worker, as DeepFaceLive does")
+    p.add_argument("--startup-dir", default=None, metavar="DIR",
+                   help="every process writes its start-up timeline there (default: --meter-dir)")
+    p.add_argument("--startup-report", action="store_true",
+                   help="print each module's start-up timeline (spawned, imports, sessions, first frames) at exit")
     p.add_argument("--config", default=None, metavar="JSON", help="settings as a JSON object (options above override it)")
     p.add_argument("main_py", metavar="main.py", help="DeepFaceLive's main.py")
     p.add_argument("dfl_args", nargs=argparse.REMAINDER, help="arguments for DeepFaceLive's main.py")
@@ -66,6 +70,7 @@ def config_from_args(args: argparse.Namespace) -> DFLConfig:
     overrides = {
         "model_processes": args.model_processes, "intra_op_threads": args.threads,
         "cudnn_conv_algo_search": args.cudnn_search, "cache_dir": args.cache_dir, "meter_dir": args.meter_dir,
+        "startup_dir": args.startup_dir,
     }
     data.update({k: v for k, v in overrides.items() if v is not None})
     for flag, key, value in ((args.spinning, "allow_spinning", True), (args.no_cpu_fallback, "cpu_fallback", False),
@@ -75,8 +80,9 @@ def config_from_args(args: argparse.Namespace) -> DFLConfig:
                              (args.no_lazy_imports, "lazy_imports", ())):
         if flag:
             data[key] = value
-    if data.get("meter_dir"):
-        data["meter_dir"] = os.path.abspath(data["meter_dir"])
+    for key in ("meter_dir", "startup_dir"):
+        if data.get(key):
+            data[key] = os.path.abspath(data[key])
     return DFLConfig.from_dict(data)
 
 
@@ -106,18 +112,60 @@ def _meter_main(argv: List[str]) -> int:
 
     p = argparse.ArgumentParser(prog="dfl-perf dfl meter", description="One view of every DFL module's numbers.")
     p.add_argument("meter_dir", help="the --meter-dir given to the launch")
-    p.add_argument("--format", choices=("json", "csv", "prometheus"), default="json")
+    p.add_argument("--format", choices=("json", "csv", "prometheus"), default=None,
+                   help="default json (with --startup: a text table)")
     p.add_argument("--out", default=None, help="write to this file as well as stdout")
+    p.add_argument("--startup", action="store_true",
+                   help="each module's start-up timeline instead (text, or JSON with --format json)")
     try:
         args = p.parse_args(argv)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 2
     try:
-        sys.stdout.write(write_meter_view(args.meter_dir, args.out, args.format))
+        if args.startup:
+            sys.stdout.write(_startup_view(args.meter_dir, args.format, args.out))
+            return 0
+        sys.stdout.write(write_meter_view(args.meter_dir, args.out, args.format or "json"))
     except FileNotFoundError as exc:
         sys.stderr.write("dfl-perf dfl meter: %s\n" % exc)
         return 2
     return 0
+
+
+def _startup_view(folder: str, fmt: str, out: Optional[str]) -> str:
+    import json
+
+    from dfl_perf.adapters.deepfacelive.startup import collect_startup, format_startup
+
+    view = collect_startup(folder)
+    text = json.dumps(view, indent=1) + "\n" if fmt == "json" else format_startup(view)
+    if out:
+        with open(out, "w", encoding="utf-8") as f:
+            f.write(text)
+    return text
+
+
+def _launch_with_report(args: argparse.Namespace, config: DFLConfig) -> int:
+    """``launch`` plus, with ``--startup-report``, the start-up table on stderr at exit."""
+    if not args.startup_report:
+        return launch(args.main_py, args.dfl_args, config)
+    import shutil
+    import tempfile
+
+    temporary = None
+    if not config.startup_folder():
+        temporary = tempfile.mkdtemp(prefix="dfl_perf_startup_")
+        config.startup_dir = temporary
+    try:
+        code = launch(args.main_py, args.dfl_args, config)
+        try:
+            sys.stderr.write(_startup_view(config.startup_folder() or "", "text", None))
+        except FileNotFoundError:
+            sys.stderr.write("dfl-perf dfl: no start-up timeline was written\n")
+        return code
+    finally:
+        if temporary:
+            shutil.rmtree(temporary, ignore_errors=True)
 
 
 def dfl_main(argv: List[str]) -> int:
@@ -135,7 +183,7 @@ def dfl_main(argv: List[str]) -> int:
     except SystemExit as exc:  # --help, or a usage error argparse has already printed
         return exc.code if isinstance(exc.code, int) else 2
     try:
-        return launch(args.main_py, args.dfl_args, config)
+        return _launch_with_report(args, config)
     except FileNotFoundError as exc:
         sys.stderr.write("dfl-perf dfl: %s\n" % exc)
         return 2

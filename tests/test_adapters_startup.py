@@ -1,0 +1,232 @@
+"""dfl_perf.adapters.deepfacelive.startup: each DFL process's start-up timeline, and the reports on it.
+
+Real spawned processes through the launcher's sitecustomize, the stand-in's ``xlib.mp.csw`` host
+(DFL's start / restart sequence) and a real onnxruntime session of a model built with ``onnx``;
+nothing of the start-up path is mocked. Needs nothing outside the repo.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import types
+from pathlib import Path
+
+import pytest
+
+from dfl_perf.adapters.deepfacelive import startup
+from dfl_perf.adapters.deepfacelive._hooks import Patcher
+from dfl_perf.adapters.deepfacelive._install import SITE_DIR
+from dfl_perf.adapters.deepfacelive.config import CONFIG_ENV, DFLConfig
+from dfl_perf.adapters.deepfacelive.launcher import dfl_main
+
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+STANDIN = TESTS / "dfl_standin"
+
+
+@pytest.fixture
+def fresh_recorder(monkeypatch, tmp_path):
+    """A new process-wide recorder writing into tmp_path/startup; the old one put back afterwards."""
+    monkeypatch.setattr(startup, "_recorder", None)
+    folder = tmp_path / "startup"
+    rec = startup.recorder(folder)
+    yield rec
+    monkeypatch.setattr(startup, "_recorder", None)
+
+
+def test_process_start_time_is_before_now_and_recent():
+    started = startup.process_start_time()
+    if started is None:
+        pytest.skip("no /proc/self/stat on this platform")
+    import time
+
+    assert started <= time.time()
+    assert time.time() - started < 24 * 3600
+
+
+def test_recorder_writes_each_event_once_atomically(fresh_recorder):
+    fresh_recorder.mark("adapter", when=100.0)
+    assert fresh_recorder.mark("adapter", when=200.0) is False  # the first mark stands
+    fresh_recorder.add_session("/m/model.dfm", 101.0, 103.5, "hit", ["CPUExecutionProvider"])
+    files = list(fresh_recorder.folder.glob("startup-*.json"))
+    assert len(files) == 1 and not list(fresh_recorder.folder.glob("*.partial"))
+    doc = json.loads(files[0].read_text())
+    assert doc["events"]["adapter"] == 100.0
+    assert doc["sessions"] == [{"model": "/m/model.dfm", "started": 101.0, "ended": 103.5, "seconds": 2.5,
+                                "disk_cache": "hit", "providers": ["CPUExecutionProvider"]}]
+
+
+def test_set_module_renames_the_file(fresh_recorder):
+    fresh_recorder.mark("adapter")
+    fresh_recorder.set_module("FaceSwapDFM")
+    names = [p.name for p in fresh_recorder.folder.glob("startup-*.json")]
+    assert names == ["startup-FaceSwapDFM-%d.json" % os.getpid()]
+
+
+def test_worker_base_patch_records_imports_and_on_start_and_is_undone(fresh_recorder):
+    calls = []
+
+    class Worker:
+        @staticmethod
+        def _start_proc(cls_, *args):
+            worker = cls_()
+            worker.on_start(*args)
+            calls.append(args)
+
+    class FaceMarkerWorker(Worker):
+        def on_start(self, *args):
+            calls.append("on_start")
+
+    module = types.SimpleNamespace(Worker=Worker)
+    patcher = Patcher()
+    startup.patch_worker_base(module, patcher)
+    module.Worker._start_proc(FaceMarkerWorker, 1, 2)
+    assert calls == ["on_start", (1, 2)]
+    assert fresh_recorder.module == "FaceMarker"
+    events = fresh_recorder.events
+    assert events["spawned"] <= events["imports_done"] <= events["on_start_done"]
+    patcher.restore()
+    assert "on_start" not in FaceMarkerWorker.__dict__ or FaceMarkerWorker.__dict__["on_start"].__name__ == "on_start"
+    assert not hasattr(Worker._start_proc, "dfl_perf_original")
+
+
+def test_connection_patch_records_first_in_out_and_swapped(fresh_recorder):
+    class Info:
+        def __init__(self, swapped):
+            self.face_swap_image_name = "face_swapped" if swapped else None
+
+    class Frame:
+        def __init__(self, swapped):
+            self.infos = [Info(swapped)]
+
+        def get_face_swap_info_list(self):
+            return self.infos
+
+    class BackendConnection:
+        def __init__(self):
+            self.items = []
+
+        def read(self, timeout=0):
+            return self.items.pop(0) if self.items else None
+
+        def write(self, bcd):
+            self.items.append(bcd)
+
+    patcher = Patcher()
+    startup.patch_connections(types.SimpleNamespace(BackendConnection=BackendConnection), patcher)
+    conn = BackendConnection()
+    assert conn.read() is None and "first_frame_in" not in fresh_recorder.events
+    conn.write(Frame(False))
+    assert "first_frame_out" in fresh_recorder.events and "first_swapped_out" not in fresh_recorder.events
+    conn.write(Frame(True))
+    assert "first_swapped_out" in fresh_recorder.events
+    assert conn.read() is not None and "first_frame_in" in fresh_recorder.events
+    patcher.restore()
+    assert BackendConnection.read.__name__ == "read"
+
+
+def test_format_startup_is_relative_to_the_app_process(tmp_path):
+    folder = tmp_path / "s"
+    app = startup.StartupRecorder(folder, module="app")
+    app.events["spawned"] = 1000.0
+    app.flush()
+    worker = startup.StartupRecorder(folder, module="FaceSwapDFM")
+    worker.events.update({"spawned": 1001.0, "imports_done": 1002.5, "first_swapped_out": 1009.25})
+    worker.sessions.append({"model": "/x/a.dfm", "started": 1003.0, "ended": 1005.0, "seconds": 2.0,
+                            "disk_cache": "stored", "providers": ["CPUExecutionProvider"]})
+    worker.pid = worker.pid + 1  # two processes
+    worker.flush()
+    view = startup.collect_startup(folder)
+    assert view["t0"] == 1000.0 and [p["module"] for p in view["processes"]] == ["app", "FaceSwapDFM"]
+    text = startup.format_startup(view)
+    assert "FaceSwapDFM" in text and "a.dfm 3.00-5.00 stored" in text
+    assert "first swapped frame written by FaceSwapDFM: 9.25 s" in text
+    with pytest.raises(FileNotFoundError, match="start-up folder not found"):
+        startup.collect_startup(tmp_path / "missing")
+
+
+def test_meter_command_prints_the_startup_table(tmp_path, capsys):
+    rec = startup.StartupRecorder(tmp_path, module="app")
+    rec.mark("adapter")
+    assert dfl_main(["meter", str(tmp_path), "--startup"]) == 0
+    assert "DFL start-up timeline" in capsys.readouterr().out
+    assert dfl_main(["meter", str(tmp_path), "--startup", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["processes"][0]["module"] == "app"
+
+
+def test_no_folder_no_recording_hooks():
+    assert DFLConfig(meter_dir=None, startup_dir=None).startup_folder() in (None, os.environ.get("DFL_PERF_STARTUP_DIR"))
+    assert DFLConfig(meter_dir="/m").startup_folder() == "/m"
+    assert DFLConfig(meter_dir="/m", startup_dir="/s").startup_folder() == "/s"
+
+
+_HOST_SCRIPT = textwrap.dedent("""
+    import sys, time
+    sys.path[:0] = [{standin!r}, {tests!r}, {repo!r}]
+    from xlib.mp.csw import Host
+    from startup_probe import Connection, ProbeWorker
+
+    if __name__ == "__main__":
+        host = Host(ProbeWorker, worker_start_args=[{model!r}, {marker!r}, Connection])
+        host.start()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (len(host.processes) == 2 and host.is_started()):
+            host.process_messages()
+            time.sleep(0.01)
+        time.sleep(0.5)  # the second worker builds its session on its second tick
+        host.stop()
+        while not host.is_stopped() and time.monotonic() < deadline:
+            host.process_messages()
+            time.sleep(0.01)
+        assert not host.errors, host.errors
+        print("processes", len(host.processes))
+""")
+
+
+def _run_host(tmp_path: Path, config: DFLConfig) -> subprocess.CompletedProcess:
+    import onnx
+    from onnx_models import tiny_model
+
+    model = tmp_path / "model.onnx"
+    onnx.save(tiny_model(), str(model))
+    script = tmp_path / "host.py"
+    script.write_text(_HOST_SCRIPT.format(standin=str(STANDIN), tests=str(TESTS), repo=str(REPO), model=str(model),
+                                          marker=str(tmp_path / "restarted")))
+    env = dict(os.environ, PYTHONPATH=SITE_DIR, ORT_DEVICES_INITIALIZED="1", ORT_DEVICES_COUNT="0")
+    env[CONFIG_ENV] = config.to_json()
+    env.pop("DFL_PERF_STARTUP_DIR", None)
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "processes 2" in done.stdout
+    return done
+
+
+def test_spawned_workers_write_their_timeline_across_a_restart(tmp_path):
+    folder = tmp_path / "startup"
+    config = DFLConfig(startup_dir=str(folder), cache_dir=str(tmp_path / "cache"), meter=False, fast_dfm=False)
+    _run_host(tmp_path, config)
+    view = startup.collect_startup(folder)
+    modules = [p["module"] for p in view["processes"]]
+    assert modules == ["app", "Probe", "Probe"], modules
+    first, second = view["processes"][1:]
+    for proc in (first, second):
+        ev = proc["events"]
+        assert ev["spawned"] <= ev["adapter"] <= ev["imports_done"] <= ev["on_start_done"]
+        assert len(proc["sessions"]) == 1
+        session = proc["sessions"][0]
+        assert session["model"].endswith("model.onnx") and session["ended"] >= session["started"] >= ev["on_start_done"]
+    # the restarted worker finds the optimized model its predecessor stored on disk
+    assert first["sessions"][0]["disk_cache"] == "stored"
+    assert second["sessions"][0]["disk_cache"] == "hit"
+    assert second["events"]["spawned"] >= first["events"]["on_start_done"]
+    assert view["t0"] == view["processes"][0]["events"]["spawned"]
+
+
+def test_no_startup_folder_writes_nothing(tmp_path):
+    config = DFLConfig(cache_dir=str(tmp_path / "cache"), meter=False, fast_dfm=False)
+    _run_host(tmp_path, config)
+    assert not list(tmp_path.rglob("startup-*.json"))
