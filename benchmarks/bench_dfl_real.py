@@ -117,9 +117,9 @@ def run_app(variant: str, spec: Dict[str, Any], work: Path, python: str, tag: st
     spec_path = work / ("spec_%s.json" % tag)
     spec_path.write_text(json.dumps(spec))
     env = dict(os.environ, DFL_PERF_CACHE_DIR=str(work / "cache"))
-    for name in ("DFL_PERF_DFL_CONFIG", "PYTHONPATH", "ORT_DEVICES_INITIALIZED", "ORT_DEVICES_COUNT",
-                 "DFL_BENCH_INSTALL"):
+    for name in ("DFL_PERF_DFL_CONFIG", "ORT_DEVICES_INITIALIZED", "ORT_DEVICES_COUNT", "DFL_BENCH_INSTALL"):
         env.pop(name, None)
+    env["PYTHONPATH"] = str(REPO)  # this checkout's dfl_perf, whatever the interpreter has installed
     if variant == "install":
         env["DFL_BENCH_INSTALL"] = "1"
     if spec.get("startup_dir") and variant != "plain":
