@@ -196,8 +196,14 @@ class HeadlessDFL:
         self.timeline = {}        # module -> list of per-process dicts of event times
         self._procs = {}          # module -> the multiprocessing.Process last seen
         self._seen = {"swapper": 0, "merger": 0}
-        self.swapped = []         # (time, uid) of swapped frames written by FaceSwapDFM
+        self.swapped = []         # (time, uid, ring id) of swapped frames written by FaceSwapDFM
+        self.dfm_stops = []       # (time, swapper ring id) each time FaceSwapDFM's worker stopped (restarts)
+        self.hosts["FaceSwapDFM"].call_on_state_change(self._on_dfm_state)
         self.delivered = []       # (time, uid, swapped) of frames written by FaceMerger (read by StreamOutput)
+
+    def _on_dfm_state(self, host, started, starting, stopping, stopped, busy):
+        if stopped:
+            self.dfm_stops.append((now(), self.connections["swapper"].get_write_id()))
 
     # -------------------------------------------------------------- what QLiveSwap does
     def initialize(self):
@@ -278,10 +284,10 @@ class HeadlessDFL:
             if "first_out_s" not in entry and entry["_out0"] is not None \
                     and self.connections[self.outputs[name]].get_write_id() > entry["_out0"]:
                 entry["first_out_s"] = t
-        for bcd in self._new_items("swapper"):
+        for ring_id, bcd in self._new_items("swapper"):
             if _is_swapped(bcd):
-                self.swapped.append((t, bcd.get_uid()))
-        for bcd in self._new_items("merger"):
+                self.swapped.append((t, bcd.get_uid(), ring_id))
+        for _, bcd in self._new_items("merger"):
             self.delivered.append((t, bcd.get_uid(), _is_swapped(bcd)))
 
     def _new_items(self, name):
@@ -291,7 +297,7 @@ class HeadlessDFL:
         for i in range(max(last + 1, newest - 64), newest + 1):
             bcd = connection.get_by_id(i)
             if bcd is not None:
-                yield bcd
+                yield i, bcd
 
     def module_pids(self):
         return {name: p.pid for name, p in self._procs.items() if p is not None and p.pid is not None
@@ -380,18 +386,21 @@ def _measure_fps(app, seconds):
 
 
 def _switch(app, name, deadline):
-    """Select another DFM; seconds until the first frame swapped by it reaches StreamOutput."""
-    dfm = app.hosts["FaceSwapDFM"]
-    old_process = dfm._process
+    """Select another DFM; seconds until the first frame swapped by it reaches StreamOutput.
+
+    DFL restarts FaceSwapDFM's worker on a model change (in a new process, or with dfl_perf in the same
+    one): frames FaceSwapDFM writes after its worker stopped are the new model's."""
+    stops_before = len(app.dfm_stops)
     t_select = now()
     app.select_model(name)
-    mark = {"write_id": None, "uid": None}
+    mark = {"uid": None}
 
     def done():
-        if mark["write_id"] is None and dfm._process is not None and dfm._process is not old_process:
-            mark["write_id"] = len(app.swapped)  # swapped frames seen before the new worker exists are the old model's
-        if mark["uid"] is None and mark["write_id"] is not None and len(app.swapped) > mark["write_id"]:
-            mark["uid"] = app.swapped[mark["write_id"]][1]
+        if mark["uid"] is None and len(app.dfm_stops) > stops_before:
+            ring_id = app.dfm_stops[stops_before][1]
+            new = [uid for _, uid, rid in app.swapped[-64:] if rid > ring_id]
+            if new:
+                mark["uid"] = new[0]
         if mark["uid"] is None:
             return False
         return any(s and uid >= mark["uid"] and t >= t_select for t, uid, s in app.delivered[-64:])

@@ -107,8 +107,10 @@ def prepare_models(userdata: Path, dfm_mbs: List[float], switch: bool) -> Dict[f
 # ------------------------------------------------------------------------------------------- runs
 
 def _command(variant: str, spec_path: Path, python: str) -> List[str]:
-    if variant == "launched":
-        return [python, "-m", "dfl_perf.adapters.deepfacelive", str(APP), str(spec_path)]
+    """``launched:--flag+--flag`` runs the launcher with those options (one cut off at a time, say)."""
+    if variant.split(":")[0] == "launched":
+        flags = [f for f in variant.partition(":")[2].split("+") if f]
+        return [python, "-m", "dfl_perf.adapters.deepfacelive"] + flags + [str(APP), str(spec_path)]
     return [python, str(APP), str(spec_path)]
 
 
@@ -167,6 +169,24 @@ def measured_run(variant: str, spec: Dict[str, Any], states: Path, work: Path, p
     return result
 
 
+_FLOOR_CHILD = "import numpy, cv2, sys; sys.stdout.write('ok')"
+
+
+def spawn_floor(python: str, processes: int, repeats: int) -> Dict[str, Any]:
+    """The floor for any launcher that starts DFL's workers as fresh interpreters: ``processes`` Pythons
+    started at once, each importing numpy and OpenCV (what every DFL worker needs), until the last is done."""
+    import concurrent.futures
+
+    times = []
+    for _ in range(repeats):
+        started = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(processes) as pool:
+            list(pool.map(lambda _: subprocess.run([python, "-c", _FLOOR_CHILD], capture_output=True, check=True),
+                          range(processes)))
+        times.append(time.monotonic() - started)
+    return {"processes": processes, "seconds": median(times), "runs": [round(t, 2) for t in times]}
+
+
 # ------------------------------------------------------------------------------------------- report
 
 def _fmt(value: Optional[float], spec: str = "%.2f") -> str:
@@ -202,7 +222,7 @@ def summarize(runs: Dict[str, List[Dict[str, Any]]]) -> Dict[str, Any]:
 def print_summary(title: str, summary: Dict[str, Any]) -> None:
     base = summary.get("plain", {})
     print("\n%s" % title)
-    print("%-10s %14s %8s %12s %8s %8s %12s %8s %10s" % ("variant", "first swap s", "ratio", "first frame",
+    print("%-32s %12s %7s %11s %7s %7s %11s %7s %9s" % ("variant", "first swap s", "ratio", "first frame",
                                                         "FPS", "ratio", "peak PSS MB", "ratio", "switch s"))
     def ratio(row: Dict[str, Any], key: str) -> str:
         if row.get(key) is None or not base.get(key):
@@ -210,7 +230,7 @@ def print_summary(title: str, summary: Dict[str, Any]) -> None:
         return "%.2fx" % (row[key] / base[key])
 
     for variant, row in summary.items():
-        print("%-10s %14s %8s %12s %8s %8s %12s %8s %10s" % (
+        print("%-32s %12s %7s %11s %7s %7s %11s %7s %9s" % (
             variant, _fmt(row.get("first_swapped_s")), ratio(row, "first_swapped_s"), _fmt(row.get("first_frame_s")),
             _fmt(row.get("fps")), ratio(row, "fps"), _fmt(row.get("peak_pss_mb"), "%.0f"), ratio(row, "peak_pss_mb"),
             _fmt(row.get("switch_s"))))
@@ -238,7 +258,9 @@ def main() -> int:
     parser.add_argument("--dfl", required=True, help="DeepFaceLive checkout (the folder with main.py)")
     parser.add_argument("--python", default=sys.executable, help="interpreter that runs DFL (default: this one)")
     parser.add_argument("--dfm-mb", default="200", help="DFM stand-in weights in MB, comma-separated (default 200)")
-    parser.add_argument("--variants", default="plain,launched", help="comma-separated: plain, launched, install")
+    parser.add_argument("--variants", default="plain,launched",
+                        help="comma-separated: plain, launched, install; launched:--opt+--opt adds launcher options "
+                             "(e.g. launched:--no-forkserver)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--resolution", default="640x480")
     parser.add_argument("--fps-s", type=float, default=15.0, help="seconds of FPS measurement per run (0: none)")
@@ -246,10 +268,12 @@ def main() -> int:
     parser.add_argument("--switch", action="store_true", help="also switch the DFM model and time it")
     parser.add_argument("--work", default=None, help="work folder (default: a new temporary folder)")
     parser.add_argument("--timeout-s", type=float, default=240.0)
+    parser.add_argument("--floor", type=int, default=9, metavar="N",
+                        help="also time N interpreters importing numpy + OpenCV at once (the spawn floor; 0: skip)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     variants = [v for v in args.variants.split(",") if v]
-    unknown = sorted(set(variants) - set(VARIANTS))
+    unknown = sorted(set(v.split(":")[0] for v in variants) - set(VARIANTS))
     if unknown:
         parser.error("unknown variants %s; use %s" % (unknown, ", ".join(VARIANTS)))
     try:
@@ -278,17 +302,19 @@ def main() -> int:
                 "switch_models": names[1:] + names[:1] if args.switch else []}
         states = configure(spec, work, args.python)
         for variant in variants:  # one unmeasured run each: warm disk caches and page cache
-            measured_run(variant, spec, states, work, args.python, "warm_%s_%g" % (variant, mb))
+            tag = "warm_%s_%g" % (variant.replace(":", "_").replace("-", "").replace("+", "_"), mb)
+            measured_run(variant, spec, states, work, args.python, tag)
         runs: Dict[str, List[Dict[str, Any]]] = {v: [] for v in variants}
         for repeat in range(args.repeats):
             order = variants if repeat % 2 == 0 else list(reversed(variants))
             for variant in order:
-                result = measured_run(variant, spec, states, work, args.python, "%s_%g_%d" % (variant, mb, repeat))
+                tag = "%s_%g_%d" % (variant.replace(":", "_").replace("-", "").replace("+", "_"), mb, repeat)
+                result = measured_run(variant, spec, states, work, args.python, tag)
                 result["variant"] = variant
                 runs[variant].append(result)
                 ev = result["events"]
                 fps = result.get("fps") or {}
-                print("  %gMB repeat %d %-9s first swapped frame %6s s  FPS %6s  peak PSS %5.0f MB  switch %s"
+                print("  %gMB repeat %d %-32s first swapped frame %6s s  FPS %6s  peak PSS %5.0f MB  switch %s"
                       % (mb, repeat + 1, variant, _fmt(ev["first_swapped_out_s"]), _fmt(fps.get("fps")),
                          result["peak_pss_mb"], [_fmt(s["switch_s"]) for s in result.get("switches", [])]))
         summary = summarize(runs)
@@ -297,6 +323,11 @@ def main() -> int:
             if runs[variant]:
                 print_timeline(runs[variant][-1])
         payload["results"]["%g" % mb] = {"summary": summary, "runs": runs}
+    if args.floor > 0:
+        floor = spawn_floor(args.python, args.floor, max(3, args.repeats))
+        payload["spawn_floor"] = floor
+        print("\nspawn floor: %d fresh interpreters importing numpy + OpenCV at once: %.2f s (median of %s)"
+              % (floor["processes"], floor["seconds"], floor["runs"]))
     write_json(args.json, payload)
     return 0
 

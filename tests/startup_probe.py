@@ -1,19 +1,38 @@
 """A worker for tests/test_adapters_startup.py, run by the stand-in's ``xlib.mp.csw`` host in a spawned process.
 
-It follows the start-up sequence of a DFL model module: imports at unpickling, ``on_start``, then the
-model session is built on a later tick (DFL's FaceSwapDFM builds it from its tick loop), then it
-reads and writes frames. The first process restarts itself once (as DFL's ``restart()`` on a model
-change) when ``restart_marker`` does not exist yet.
+It follows the start-up sequence of a DFL model module (FaceSwapDFM): imports at unpickling,
+``on_start``, then the model's session is built on a later tick, then frames are read and written.
+Like DFL's modules on a model change, it saves its new state and calls ``restart()`` once (the
+state counts its lives), so the host restarts it: in a new process (DFL) or in the same one
+(dfl_perf's ``restart_in_process``).
 """
 
 import os
 import time
 
-from xlib.mp.csw import Worker
+from xlib.mp.csw import ControlClient, ControlHost, Sheet, Worker, WorkerState
+
+
+class ProbeSheet:
+    class Host(Sheet):
+        def __init__(self):
+            super().__init__()
+            self.model = ControlClient()
+
+    class Worker(Sheet):
+        def __init__(self):
+            super().__init__()
+            self.model = ControlHost()
+
+
+class ProbeState(WorkerState):
+    def __init__(self):
+        self.lives = 0
+        self.pids = []
 
 
 class Connection:
-    """Named like DFL's BackendConnection (the start-up hooks time its read/write); here a local list."""
+    """Named like DFL's BackendConnection; a local list here."""
 
     def __init__(self, items=()):
         self.items = list(items)
@@ -26,23 +45,27 @@ class Connection:
 
 
 class ProbeWorker(Worker):
-    def on_start(self, model_path, restart_marker, connection_cls):
+    def on_start(self, model_path, restarts):
         from xlib import onnxruntime as lib_ort
 
         self.lib_ort = lib_ort
         self.model_path = model_path
-        self.restart_marker = restart_marker
-        self.connection_in = connection_cls(["frame"] * 3)
-        self.connection_out = connection_cls()
+        self.restarts = restarts
+        self.connection_in = Connection(["frame"] * 3)
+        self.connection_out = Connection()
         self.session = None
         self.ticks = 0
+        state = self.get_state()
+        state.lives += 1
+        state.pids.append(os.getpid())
+        self.save_state()
 
     def on_tick(self):
         self.ticks += 1
         if self.session is None and self.ticks >= 2:
             self.session = self.lib_ort.InferenceSession_with_device(self.model_path, self.lib_ort.get_cpu_device_info())
-            if not os.path.exists(self.restart_marker):
-                open(self.restart_marker, "w").close()
+            if self.get_state().lives <= self.restarts:
+                self.save_state()
                 self.restart()
                 return
         if self.session is not None:

@@ -165,29 +165,32 @@ def test_no_folder_no_recording_hooks():
 
 
 _HOST_SCRIPT = textwrap.dedent("""
-    import sys, time
+    import json, sys, time
     sys.path[:0] = [{standin!r}, {tests!r}, {repo!r}]
     from xlib.mp.csw import Host
-    from startup_probe import Connection, ProbeWorker
+    from startup_probe import ProbeSheet, ProbeState, ProbeWorker
 
     if __name__ == "__main__":
-        host = Host(ProbeWorker, worker_start_args=[{model!r}, {marker!r}, Connection])
+        host = Host(sheet_cls=ProbeSheet, worker_cls=ProbeWorker, worker_state_cls=ProbeState,
+                    worker_start_args=[{model!r}, {restarts!r}])
         host.start()
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not (len(host.processes) == 2 and host.is_started()):
+        while time.monotonic() < deadline and not (host._state.lives > {restarts!r} and host.is_started()):
             host.process_messages()
             time.sleep(0.01)
-        time.sleep(0.5)  # the second worker builds its session on its second tick
+        time.sleep(0.5)  # the last worker builds its session on its second tick
+        host.process_messages()
         host.stop()
         while not host.is_stopped() and time.monotonic() < deadline:
             host.process_messages()
             time.sleep(0.01)
-        assert not host.errors, host.errors
-        print("processes", len(host.processes))
+        print(json.dumps({{"errors": host.errors, "lives": host._state.lives, "pids": host._state.pids,
+                          "processes": len(host.processes), "status": host.status_log,
+                          "resets": host.get_control_sheet().model.resets}}))
 """)
 
 
-def _run_host(tmp_path: Path, config: DFLConfig) -> subprocess.CompletedProcess:
+def _run_host(tmp_path: Path, config, restarts: int = 1) -> dict:
     import onnx
     from onnx_models import tiny_model
 
@@ -195,24 +198,48 @@ def _run_host(tmp_path: Path, config: DFLConfig) -> subprocess.CompletedProcess:
     onnx.save(tiny_model(), str(model))
     script = tmp_path / "host.py"
     script.write_text(_HOST_SCRIPT.format(standin=str(STANDIN), tests=str(TESTS), repo=str(REPO), model=str(model),
-                                          marker=str(tmp_path / "restarted")))
-    env = dict(os.environ, PYTHONPATH=SITE_DIR, ORT_DEVICES_INITIALIZED="1", ORT_DEVICES_COUNT="0")
-    env[CONFIG_ENV] = config.to_json()
+                                          restarts=restarts))
+    env = dict(os.environ, ORT_DEVICES_INITIALIZED="1", ORT_DEVICES_COUNT="0")
     env.pop("DFL_PERF_STARTUP_DIR", None)
+    env.pop(CONFIG_ENV, None)
+    if config is not None:
+        env.update(PYTHONPATH=SITE_DIR)
+        env[CONFIG_ENV] = config.to_json()
     done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "processes 2" in done.stdout
-    return done
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert not result["errors"], result["errors"]
+    assert result["lives"] == restarts + 1
+    return result
+
+
+def _config(tmp_path: Path, **kwargs) -> DFLConfig:
+    return DFLConfig(cache_dir=str(tmp_path / "cache"), meter=False, fast_dfm=False, **kwargs)
+
+
+def test_dfl_restarts_a_worker_in_a_new_process(tmp_path):
+    plain = _run_host(tmp_path, None)
+    assert plain["processes"] == 2 and len(set(plain["pids"])) == 2
+    kept = _run_host(tmp_path, _config(tmp_path, restart_in_process=False))
+    assert kept["processes"] == 2 and len(set(kept["pids"])) == 2
+
+
+def test_restart_in_process_keeps_the_process_and_what_the_app_sees(tmp_path):
+    plain = _run_host(tmp_path, None, restarts=2)
+    fast = _run_host(tmp_path, _config(tmp_path), restarts=2)
+    assert fast["processes"] == 1 and len(set(fast["pids"])) == 1
+    assert fast["status"] == plain["status"]  # starting, started, stopped, starting, started, ... stopping, stopped
+    assert fast["resets"] == plain["resets"]  # the app's controls reset as when a new process starts
 
 
 def test_spawned_workers_write_their_timeline_across_a_restart(tmp_path):
     folder = tmp_path / "startup"
-    config = DFLConfig(startup_dir=str(folder), cache_dir=str(tmp_path / "cache"), meter=False, fast_dfm=False)
-    _run_host(tmp_path, config)
+    _run_host(tmp_path, _config(tmp_path, startup_dir=str(folder), restart_in_process=False))
     view = startup.collect_startup(folder)
     modules = [p["module"] for p in view["processes"]]
     assert modules == ["app", "Probe", "Probe"], modules
     first, second = view["processes"][1:]
+    assert first["pid"] != second["pid"]
     for proc in (first, second):
         ev = proc["events"]
         assert ev["spawned"] <= ev["adapter"] <= ev["imports_done"] <= ev["on_start_done"]
@@ -226,7 +253,89 @@ def test_spawned_workers_write_their_timeline_across_a_restart(tmp_path):
     assert view["t0"] == view["processes"][0]["events"]["spawned"]
 
 
+def test_timeline_of_an_in_process_restart_has_one_line_per_life(tmp_path):
+    folder = tmp_path / "startup"
+    _run_host(tmp_path, _config(tmp_path, startup_dir=str(folder)))
+    view = startup.collect_startup(folder)
+    probes = [p for p in view["processes"] if p["module"] == "Probe"]
+    assert [p["cycle"] for p in probes] == [0, 1] and probes[0]["pid"] == probes[1]["pid"]
+    second = probes[1]
+    assert second["events"]["spawned"] >= probes[0]["events"]["on_start_done"]
+    assert second["sessions"][0]["disk_cache"] == "hit"
+    assert "Probe" in startup.format_startup(view)
+
+
 def test_no_startup_folder_writes_nothing(tmp_path):
-    config = DFLConfig(cache_dir=str(tmp_path / "cache"), meter=False, fast_dfm=False)
-    _run_host(tmp_path, config)
+    _run_host(tmp_path, _config(tmp_path))
     assert not list(tmp_path.rglob("startup-*.json"))
+
+
+# ------------------------------------------------------------------------------------ the lazy heap
+
+def test_shared_bytes_is_a_zeroed_raw_array_that_workers_share(tmp_path):
+    import ctypes
+    import multiprocessing
+
+    from dfl_perf.adapters.deepfacelive.lazy_heap import shared_bytes
+
+    size = 64 * 1024 * 1024
+    array = shared_bytes(size)
+    reference = multiprocessing.RawArray("B", 16)
+    assert type(array)._type_ is type(reference)._type_ and ctypes.sizeof(array) == size
+    view = memoryview(array).cast("B")
+    assert view[0] == 0 and view[size // 2] == 0 and view[size - 1] == 0
+    view[123] = 7
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_read_and_write, args=(array, queue))
+    proc.start()
+    assert queue.get(timeout=60) == (7, 0)
+    proc.join(timeout=60)
+    assert view[456] == 9  # written by the worker into the same memory
+
+
+def _read_and_write(array, queue):
+    view = memoryview(array).cast("B")
+    view[456] = 9
+    queue.put((view[123], view[len(view) - 1]))
+
+
+def test_shared_bytes_clears_reused_memory():
+    import ctypes
+
+    from dfl_perf.adapters.deepfacelive.lazy_heap import shared_bytes
+
+    first = shared_bytes(1 << 20)
+    ctypes.memset(ctypes.addressof(first), 0xAB, 1 << 20)
+    del first  # its block goes back to multiprocessing's heap; the next one may be carved from it
+    second = shared_bytes(1 << 20)
+    assert bytes(memoryview(second)[:4096]) == bytes(4096)
+    assert max(memoryview(second).cast("B")) == 0
+
+
+def test_patched_shared_memory_allocates_lazily_and_is_undone():
+    import multiprocessing
+
+    from dfl_perf.adapters.deepfacelive.lazy_heap import patch_shared_memory_module
+
+    class MPSharedMemory:  # DFL's interface (xlib.mp.MPSharedMemory)
+        def __init__(self, size):
+            self._size = size
+            self._ar = multiprocessing.RawArray("B", size)
+            self._mv = memoryview(self._ar).cast("B")
+
+        def get_ar(self):
+            return self._ar
+
+        def get_mv(self):
+            return self._mv
+
+    module = types.SimpleNamespace(MPSharedMemory=MPSharedMemory, __name__="xlib.mp.MPSharedMemory")
+    original = MPSharedMemory.__init__
+    patcher = Patcher()
+    patch_shared_memory_module(module, patcher)
+    assert MPSharedMemory.__init__ is not original
+    shm = MPSharedMemory(1 << 20)
+    assert len(shm.get_mv()) == 1 << 20 and shm.get_mv()[100] == 0 and shm._size == 1 << 20
+    patcher.restore()
+    assert MPSharedMemory.__init__ is original

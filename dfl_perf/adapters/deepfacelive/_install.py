@@ -23,6 +23,8 @@ ORT_SUBMODULE = "xlib.onnxruntime.InferenceSession"
 DFM_MODULE = "modelhub.DFLive.DFMModel"
 BACKEND_MODULE = "apps.DeepFaceLive.backend.BackendBase"
 CSW_MODULE = "xlib.mp.csw.CSWBase"
+SHM_MODULE = "xlib.mp.MPSharedMemory"
+MP_PACKAGE = "xlib.mp"
 
 #: folder holding the ``sitecustomize.py`` that activates the adapter in spawned workers
 SITE_DIR = str(Path(__file__).resolve().parent / "_site")
@@ -94,6 +96,30 @@ def _patch_backend(state: _Installed, module: Any) -> None:
         patch_backend_module(module, state.patcher, state.config)
 
 
+def _patch_csw(state: _Installed, module: Any) -> None:
+    if state.config.restart_in_process:
+        from dfl_perf.adapters.deepfacelive.restart import patch_csw_module
+
+        patch_csw_module(module, state.patcher)
+    _patch_startup(state, module, "patch_worker_base")
+
+
+def _patch_shared_memory(state: _Installed, module: Any) -> None:
+    if state.config.lazy_heap:
+        from dfl_perf.adapters.deepfacelive.lazy_heap import patch_shared_memory_module
+
+        patch_shared_memory_module(module, state.patcher)
+
+
+def _patch_start_method(state: _Installed, module: Any) -> None:
+    from dfl_perf.adapters.deepfacelive.startup import process_role
+
+    if state.config.forkserver and process_role() == "app":
+        from dfl_perf.adapters.deepfacelive.forkserver import patch_mp_module
+
+        patch_mp_module(module, state.patcher)
+
+
 def _patch_startup(state: _Installed, module: Any, patch: str) -> None:
     if state.config.startup_folder():
         from dfl_perf.adapters.deepfacelive import startup
@@ -110,7 +136,9 @@ def _targets(state: _Installed) -> Dict[str, Callable[[Any], None]]:
         ORT_PACKAGE: lambda module: _patch_ort(state, module),
         DFM_MODULE: lambda module: _patch_dfm(state, module),
         BACKEND_MODULE: backend,
-        CSW_MODULE: lambda module: _patch_startup(state, module, "patch_worker_base"),
+        CSW_MODULE: lambda module: _patch_csw(state, module),
+        SHM_MODULE: lambda module: _patch_shared_memory(state, module),
+        MP_PACKAGE: lambda module: _patch_start_method(state, module),
     }
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple, Union
 
 __all__ = ["DFLConfig", "CONFIG_ENV", "config_from_env"]
 
@@ -37,7 +37,10 @@ class DFLConfig:
     - ``optimized_model_cache``: save and reuse onnxruntime's optimized graph on disk.
     - ``lean_weights``: load model files from their lean copy (``SessionConfig.lean_weights``):
       less memory while a big DFM loads (about half for dense weights, a quarter less for conv
-      weights on onnxruntime 1.32; benchmarks/RESULTS.md); replaces the optimized-model cache.
+      weights on onnxruntime 1.32; benchmarks/RESULTS.md) and a much faster session creation (the
+      weights are memory-mapped, not parsed and copied: a 200 MB DFM in 0.02-0.06 s instead of
+      1.4-2.9 s); replaces the optimized-model cache. ``"auto"`` (default): model files of 64 MB or
+      more on the CPU (DFMs; not DFL's detectors and markers), True: every model, False: none.
     - ``cache_dir``: disk cache folder for this process and its workers (``install`` sets
       ``DFL_PERF_CACHE_DIR``; default: dfl_perf's user cache dir).
     - ``cache_sessions``: reuse a session within a process for the same model and device.
@@ -47,6 +50,14 @@ class DFLConfig:
       writes each process's numbers there for ``collect_meter``.
     - ``lazy_imports``: modules imported lazily in launched processes, so workers that never run
       a model never load them.
+    - ``restart_in_process``: a module restart (DFL restarts a worker on every model or device
+      change) keeps the worker's process and runs the worker anew in it, instead of a new process
+      that imports everything again (``restart``).
+    - ``lazy_heap``: DFL's 2 GiB frame heap is mapped without writing it full of zeros first
+      (``lazy_heap``): its pages are touched as frames fill them, not all before the first worker starts.
+    - ``forkserver``: DFL's workers are forked from one server process that imported DFL's backend
+      once, instead of each spawning a fresh interpreter that imports it again (``forkserver``;
+      Linux and macOS; Windows keeps spawn).
     - ``startup_dir``: every process writes its start-up timeline there (``startup``; default:
       ``meter_dir``, else env ``DFL_PERF_STARTUP_DIR``; none: nothing is recorded).
     """
@@ -59,7 +70,7 @@ class DFLConfig:
     cudnn_conv_algo_search: str = "HEURISTIC"
     tensorrt: bool = False
     optimized_model_cache: bool = True
-    lean_weights: bool = False
+    lean_weights: Union[bool, str] = "auto"
     cache_dir: Optional[str] = None
     cache_sessions: bool = True
     cuda_cache_maxsize: Optional[int] = 2147483647
@@ -69,6 +80,9 @@ class DFLConfig:
     meter_interval_s: float = 2.0
     lazy_imports: Tuple[str, ...] = field(default_factory=lambda: ("onnxruntime", "onnx"))
     startup_dir: Optional[str] = None
+    restart_in_process: bool = True
+    lazy_heap: bool = True
+    forkserver: bool = True
 
     def __post_init__(self) -> None:
         self.lazy_imports = tuple(self.lazy_imports)
@@ -77,6 +91,8 @@ class DFLConfig:
             raise ValueError("DFLConfig.model_processes must be >= 1, got %r" % (self.model_processes,))
         if self.intra_op_threads is not None and int(self.intra_op_threads) < 1:
             raise ValueError("DFLConfig.intra_op_threads must be >= 1 or None, got %r" % (self.intra_op_threads,))
+        if self.lean_weights not in (True, False, "auto"):
+            raise ValueError("DFLConfig.lean_weights must be True, False or 'auto', got %r" % (self.lean_weights,))
         if self.cudnn_conv_algo_search not in ("EXHAUSTIVE", "HEURISTIC", "DEFAULT"):
             raise ValueError("DFLConfig.cudnn_conv_algo_search must be EXHAUSTIVE, HEURISTIC or DEFAULT, got %r"
                              % (self.cudnn_conv_algo_search,))

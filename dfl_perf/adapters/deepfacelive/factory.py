@@ -30,6 +30,8 @@ __all__ = ["make_session_factory", "FactoryState", "SessionRecord", "CPU_PROVIDE
 log = logging.getLogger("dfl_perf.adapters.deepfacelive")
 
 CPU_PROVIDER = "CPUExecutionProvider"
+#: ``lean_weights="auto"``: model files this big load from their lean copy on the CPU (DFMs: 100-700 MB)
+LEAN_AUTO_BYTES = 64 * 1000 * 1000
 
 
 @dataclass
@@ -194,12 +196,26 @@ def _providers(config: DFLConfig, ep: str, index: int, available: List[str]) -> 
 
 # ------------------------------------------------------------------------------------ session building
 
-def session_config(config: DFLConfig, providers: List[Tuple[str, Dict[str, str]]], threads: int) -> Any:
+def _lean(config: DFLConfig, providers: List[Tuple[str, Dict[str, str]]], source: Any) -> bool:
+    """Lean weights for this session: as set, or with ``"auto"`` for model files of ``LEAN_AUTO_BYTES`` or more on the CPU."""
+    if config.lean_weights != "auto":
+        return bool(config.lean_weights)
+    path = getattr(source, "path", None)
+    if providers[0][0] != CPU_PROVIDER or path is None or getattr(source, "data", None) is not None:
+        return False  # only model files (a lean copy is made from a file)
+    try:
+        return os.path.getsize(path) >= LEAN_AUTO_BYTES
+    except OSError:
+        return False
+
+
+def session_config(config: DFLConfig, providers: List[Tuple[str, Dict[str, str]]], threads: int,
+                   source: Any = None) -> Any:
     """The ``dfl_perf.sessions.SessionConfig`` for one DFL session (strict: the adapter does the fallback)."""
     from dfl_perf.sessions import SessionConfig
 
     spinning = None if config.allow_spinning else False
-    lean = bool(config.lean_weights)
+    lean = _lean(config, providers, source)
     return SessionConfig.tuned(threads=threads, providers=providers).replace(
         intra_op_spinning=spinning, inter_op_spinning=spinning, lean_weights=lean,
         disk_cache=bool(config.optimized_model_cache) and not lean, strict=True)
@@ -210,4 +226,4 @@ def _create_session(config: DFLConfig, source: Any, providers: List[Tuple[str, D
     """Build one session (the single place that calls the session builder); returns its ``SessionInfo``."""
     from dfl_perf.sessions import create_session_with_info
 
-    return create_session_with_info(source, session_config(config, providers, threads))
+    return create_session_with_info(source, session_config(config, providers, threads, source))

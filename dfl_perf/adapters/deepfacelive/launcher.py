@@ -45,15 +45,26 @@ def _parser() -> argparse.ArgumentParser:
                    help="cuDNN convolution search (default HEURISTIC)")
     p.add_argument("--tensorrt", action="store_true", help="use TensorRT (engine cache on disk) before CUDA when installed")
     p.add_argument("--no-optimized-cache", action="store_true", help="do not keep optimized models on disk")
-    p.add_argument("--lean-weights", action="store_true",
-                   help="load models from a copy with their weights in a separate file: less memory while a "
-                        "DFM loads (made once per model; needs the onnx package)")
+    lean = p.add_mutually_exclusive_group()
+    lean.add_argument("--lean-weights", action="store_true",
+                      help="load every model from a copy with its weights in a separate file, memory-mapped: "
+                           "less memory and a faster load (made once per model; needs the onnx package). "
+                           "Default: models of 64 MB or more on the CPU (DFMs)")
+    lean.add_argument("--no-lean-weights", action="store_true", help="load every model as it is")
     p.add_argument("--cache-dir", default=None, metavar="DIR", help="disk cache folder (default: dfl_perf's user cache)")
     p.add_argument("--no-fast-dfm", action="store_true", help="keep DeepFaceLive's own DFMModel.convert")
     p.add_argument("--no-meter", action="store_true", help="keep DeepFaceLive's own per-module FPS meter")
     p.add_argument("--meter-dir", default=None, metavar="DIR", help="write every module's numbers there (see 'meter')")
     p.add_argument("--no-lazy-imports", action="store_true",
                    help="import onnxruntime/onnx eagerly in every worker, as DeepFaceLive does")
+    p.add_argument("--no-lazy-heap", action="store_true",
+                   help="write DeepFaceLive's 2 GiB frame heap full of zeros at start, as it does")
+    p.add_argument("--no-forkserver", action="store_true",
+                   help="spawn every worker as a fresh interpreter, as DeepFaceLive does (default on Linux and "
+                        "macOS: fork them from one process that imported DeepFaceLive's backend once)")
+    p.add_argument("--restart-process", action="store_true",
+                   help="restart a module in a new process on a model/device change, as DeepFaceLive does "
+                        "(default: in the same process, without importing everything again)")
     p.add_argument("--startup-dir", default=None, metavar="DIR",
                    help="every process writes its start-up timeline there (default: --meter-dir)")
     p.add_argument("--startup-report", action="store_true",
@@ -76,8 +87,12 @@ def config_from_args(args: argparse.Namespace) -> DFLConfig:
     for flag, key, value in ((args.spinning, "allow_spinning", True), (args.no_cpu_fallback, "cpu_fallback", False),
                              (args.tensorrt, "tensorrt", True), (args.no_optimized_cache, "optimized_model_cache", False),
                              (args.lean_weights, "lean_weights", True),
+                             (args.no_lean_weights, "lean_weights", False),
                              (args.no_fast_dfm, "fast_dfm", False), (args.no_meter, "meter", False),
-                             (args.no_lazy_imports, "lazy_imports", ())):
+                             (args.no_lazy_imports, "lazy_imports", ()),
+                             (args.restart_process, "restart_in_process", False),
+                             (args.no_lazy_heap, "lazy_heap", False),
+                             (args.no_forkserver, "forkserver", False)):
         if flag:
             data[key] = value
     for key in ("meter_dir", "startup_dir"):

@@ -14,6 +14,9 @@ start-up events, in wall-clock seconds (``time.time()``, comparable across proce
 - ``first_frame_in`` / ``first_frame_out``: the first frame a worker read / wrote;
 - ``first_swapped_out``: the first frame written that carries a swapped face.
 
+A worker restarted inside its process (``DFLConfig.restart_in_process``) starts a new line, its
+``spawned`` being the moment the restart began.
+
 With a folder (``DFLConfig.startup_dir``, or ``meter_dir``, or env ``DFL_PERF_STARTUP_DIR``) each
 process writes ``startup-<module>-<pid>.json`` there at each event (a handful per process,
 atomic rename). ``collect_startup`` merges the files; ``format_startup`` prints the table that
@@ -30,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
-__all__ = ["StartupRecorder", "recorder", "record", "record_session", "collect_startup", "format_startup",
+__all__ = ["StartupRecorder", "process_role", "recorder", "record", "record_session", "collect_startup", "format_startup",
            "process_start_time", "STARTUP_DIR_ENV", "patch_worker_base", "patch_connections"]
 
 #: folder for the start-up files when no DFLConfig names one (the benchmark harness uses it)
@@ -59,6 +62,7 @@ class StartupRecorder:
         self.pid = os.getpid()
         self.events: Dict[str, float] = {}
         self.sessions: List[Dict[str, Any]] = []
+        self.cycles: List[Dict[str, Any]] = []  # earlier lives of this process's worker (in-process restarts)
         self._lock = threading.Lock()
         started = process_start_time()
         self.events["spawned"] = started if started is not None else time.time()
@@ -78,6 +82,15 @@ class StartupRecorder:
                                   "disk_cache": disk_cache, "providers": list(providers)})
         self.flush()
 
+    def new_cycle(self) -> None:
+        """The worker restarts in this process (``restart``): keep what happened so far, start a new line."""
+        now = time.time()
+        with self._lock:
+            self.cycles.append({"events": self.events, "sessions": self.sessions})
+            self.events = {"spawned": now, "imports_done": now}
+            self.sessions = []
+        self.flush()
+
     def set_module(self, module: str) -> None:
         """Name this process after the DFL module it runs (the worker class, less ``Worker``)."""
         if module and module != self.module:
@@ -93,7 +106,9 @@ class StartupRecorder:
     def document(self) -> Dict[str, Any]:
         with self._lock:
             return {"kind": "dfl_perf.startup", "module": self.module, "pid": self.pid,
-                    "events": dict(self.events), "sessions": [dict(s) for s in self.sessions]}
+                    "events": dict(self.events), "sessions": [dict(s) for s in self.sessions],
+                    "cycles": [{"events": dict(c["events"]), "sessions": [dict(s) for s in c["sessions"]]}
+                               for c in self.cycles]}
 
     def _path(self) -> Optional[Path]:
         if self.folder is None or self.module == "other":
@@ -114,13 +129,38 @@ class StartupRecorder:
         return path
 
 
-def _main_module_name() -> str:
-    """'worker' in a process multiprocessing spawned (renamed once its worker class is known), 'app' in a
-    script or ``-m`` module, else 'other' (``python -c``: e.g. multiprocessing's resource tracker), never written."""
+_forked_worker = [False]
+
+
+def process_role() -> str:
+    """'worker' in a process multiprocessing spawned or forked for a worker, 'app' in a script or ``-m``
+    module, else 'other' (``python -c``: multiprocessing's resource tracker or forkserver)."""
     argv = getattr(sys, "argv", None) or [""]
-    if "--multiprocessing-fork" in argv or "__mp_main__" in sys.modules:
+    if _forked_worker[0] or "--multiprocessing-fork" in argv or "__mp_main__" in sys.modules:
         return "worker"
     return "other" if argv[0] in ("-c", "") else "app"
+
+
+def _main_module_name() -> str:
+    """The recorder's first name: 'worker' (renamed once its worker class is known), 'app' or 'other' (never written)."""
+    return process_role()
+
+
+def _after_fork_in_child() -> None:
+    """A worker forked from the forkserver: a new process with its own timeline."""
+    _forked_worker[0] = True
+    rec = _recorder
+    if rec is not None:
+        rec.pid = os.getpid()
+        rec.module = "worker"
+        rec.events = {"spawned": time.time()}
+        rec.sessions = []
+        rec.cycles = []
+        rec._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 _recorder: Optional[StartupRecorder] = None
@@ -153,10 +193,10 @@ def record_session(model: str, started: float, ended: float, disk_cache: str, pr
 def patch_worker_base(module: Any, patcher: Any) -> None:
     """Wrap ``xlib.mp.csw`` ``Worker._start_proc`` (module ``xlib.mp.csw.CSWBase``): imports done, on_start done."""
     worker_cls = getattr(module, "Worker", None)
-    start_proc = getattr(worker_cls, "_start_proc", None) if worker_cls is not None else None
-    if start_proc is None:
+    current = getattr(worker_cls, "_start_proc", None) if worker_cls is not None else None
+    if current is None:
         return
-    original = getattr(start_proc, "dfl_perf_original", start_proc)
+    original = getattr(current, "dfl_perf_original", current)  # DFL's own (another patch may wrap it)
 
     def _start_proc(cls_, *args, **kwargs):
         rec = recorder()
@@ -172,7 +212,7 @@ def patch_worker_base(module: Any, patcher: Any) -> None:
                     rec.mark("on_start_done")
             timed_on_start.dfl_perf_startup = True  # type: ignore[attr-defined]
             patcher.replace(cls_, "on_start", timed_on_start)
-        return original(cls_, *args, **kwargs)
+        return current(cls_, *args, **kwargs)
 
     _start_proc.dfl_perf_original = original  # type: ignore[attr-defined]
     # DFL passes ``Worker._start_proc`` as the process target: pickled by its qualified name, so the
@@ -197,24 +237,21 @@ def patch_connections(module: Any, patcher: Any) -> None:
     cls = getattr(module, "BackendConnection", None)
     if cls is None:
         return
-    state = {"in": False, "out": False, "swapped": False}
     read, write = cls.__dict__.get("read"), cls.__dict__.get("write")
     if callable(read):
         def timed_read(self, *args, **kwargs):
             data = read(self, *args, **kwargs)
-            if data is not None and not state["in"]:
-                state["in"] = True
+            if data is not None and "first_frame_in" not in recorder().events:
                 record("first_frame_in")
             return data
         patcher.replace(cls, "read", timed_read)
     if callable(write):
         def timed_write(self, bcd, *args, **kwargs):
             result = write(self, bcd, *args, **kwargs)
-            if not state["out"]:
-                state["out"] = True
+            events = recorder().events
+            if "first_frame_out" not in events:
                 record("first_frame_out")
-            if not state["swapped"] and _is_swapped(bcd):
-                state["swapped"] = True
+            if "first_swapped_out" not in events and _is_swapped(bcd):
                 record("first_swapped_out")
             return result
         patcher.replace(cls, "write", timed_write)
@@ -223,7 +260,9 @@ def patch_connections(module: Any, patcher: Any) -> None:
 # ------------------------------------------------------------------------------------------ the view
 
 def collect_startup(folder: PathLike) -> Dict[str, Any]:
-    """Every process's start-up document in ``folder``: ``{"processes": [...], "t0": app start}``, oldest first."""
+    """Every process's start-up document in ``folder``: ``{"processes": [...], "t0": app start}``, oldest first.
+
+    A worker restarted in its own process (``restart``) gives one entry per life (``cycle`` 0, 1, ...)."""
     path = Path(folder)
     if not path.is_dir():
         raise FileNotFoundError("start-up folder not found: %s" % path)
@@ -234,7 +273,11 @@ def collect_startup(folder: PathLike) -> Dict[str, Any]:
         except (OSError, ValueError):
             continue
         if isinstance(document, dict) and document.get("kind") == "dfl_perf.startup":
-            processes.append(document)
+            lives = list(document.get("cycles", [])) + [{"events": document["events"],
+                                                          "sessions": document.get("sessions", [])}]
+            for n, life in enumerate(lives):
+                processes.append({"kind": document["kind"], "module": document["module"], "pid": document["pid"],
+                                  "cycle": n, "events": life["events"], "sessions": life["sessions"]})
     processes.sort(key=lambda d: d["events"].get("spawned", 0.0))
     apps = [d for d in processes if d["module"] == "app"]
     starts = [d["events"]["spawned"] for d in (apps or processes) if "spawned" in d["events"]]

@@ -1,5 +1,5 @@
-"""Like DFL's xlib.mp.csw: controllable subprocess workers (only the start / stop / restart part)."""
+"""Like DFL's xlib.mp.csw: controllable subprocess workers (start, stop, restart; a minimal control)."""
 
-from .CSWBase import Host, Worker
+from .CSWBase import ControlClient, ControlHost, Host, Sheet, Worker, WorkerState
 
-__all__ = ["Host", "Worker"]
+__all__ = ["ControlClient", "ControlHost", "Host", "Sheet", "Worker", "WorkerState"]
