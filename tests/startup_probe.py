@@ -29,6 +29,7 @@ class ProbeState(WorkerState):
     def __init__(self):
         self.lives = 0
         self.pids = []
+        self.ppids = []
 
 
 class Connection:
@@ -58,6 +59,7 @@ class ProbeWorker(Worker):
         state = self.get_state()
         state.lives += 1
         state.pids.append(os.getpid())
+        state.ppids.append(os.getppid())
         self.save_state()
 
     def on_tick(self):

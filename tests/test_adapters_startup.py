@@ -184,7 +184,9 @@ _HOST_SCRIPT = textwrap.dedent("""
         while not host.is_stopped() and time.monotonic() < deadline:
             host.process_messages()
             time.sleep(0.01)
+        import os
         print(json.dumps({{"errors": host.errors, "lives": host._state.lives, "pids": host._state.pids,
+                          "ppids": host._state.ppids, "app_pid": os.getpid(),
                           "processes": len(host.processes), "status": host.status_log,
                           "resets": host.get_control_sheet().model.resets}}))
 """)
@@ -222,6 +224,39 @@ def test_dfl_restarts_a_worker_in_a_new_process(tmp_path):
     assert plain["processes"] == 2 and len(set(plain["pids"])) == 2
     kept = _run_host(tmp_path, _config(tmp_path, restart_in_process=False))
     assert kept["processes"] == 2 and len(set(kept["pids"])) == 2
+
+
+def test_workers_fork_from_a_preloaded_server_unless_turned_off(tmp_path):
+    forked = _run_host(tmp_path, _config(tmp_path, restart_in_process=False))
+    assert all(ppid != forked["app_pid"] for ppid in forked["ppids"])  # children of the forkserver
+    assert len(set(forked["ppids"])) == 1
+    spawned = _run_host(tmp_path, _config(tmp_path, restart_in_process=False, forkserver=False))
+    assert spawned["ppids"] == [spawned["app_pid"]] * 2  # DFL's spawn: children of the app
+    plain = _run_host(tmp_path, None)
+    assert plain["ppids"] == [plain["app_pid"]] * 2
+
+
+def test_forkserver_patch_needs_dfls_spawn_and_is_undone():
+    import multiprocessing
+
+    from dfl_perf.adapters.deepfacelive import forkserver
+
+    if not forkserver.available():
+        pytest.skip("no forkserver start method on this platform (Windows): DFL's spawn stays")
+    default = multiprocessing.context._default_context
+    saved = default._actual_context
+    try:
+        default._actual_context = multiprocessing.get_context("spawn")
+        patcher = Patcher()
+        forkserver.patch_mp_module(types.SimpleNamespace(__name__="xlib.mp"), patcher)
+        assert multiprocessing.get_start_method() == "forkserver"
+        patcher.restore()
+        assert multiprocessing.get_start_method() == "spawn"
+        default._actual_context = multiprocessing.get_context("fork")
+        forkserver.patch_mp_module(types.SimpleNamespace(__name__="xlib.mp"), patcher)
+        assert multiprocessing.get_start_method() == "fork"  # not DFL's spawn: left alone
+    finally:
+        default._actual_context = saved
 
 
 def test_restart_in_process_keeps_the_process_and_what_the_app_sees(tmp_path):

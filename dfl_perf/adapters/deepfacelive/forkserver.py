@@ -22,8 +22,9 @@ from typing import Any, List
 
 __all__ = ["available", "patch_mp_module", "PRELOAD"]
 
-#: what the server imports before forking workers: DFL's backend package (every worker class)
-PRELOAD: List[str] = ["apps.DeepFaceLive.backend"]
+#: what the server imports before forking workers: DFL's backend package (every worker class),
+#: through a module that never fails (the forkserver dies on a preload error other than ImportError)
+PRELOAD: List[str] = ["dfl_perf.adapters.deepfacelive._preload"]
 
 
 def available() -> bool:

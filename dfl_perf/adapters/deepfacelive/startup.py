@@ -136,7 +136,8 @@ def process_role() -> str:
     """'worker' in a process multiprocessing spawned or forked for a worker, 'app' in a script or ``-m``
     module, else 'other' (``python -c``: multiprocessing's resource tracker or forkserver)."""
     argv = getattr(sys, "argv", None) or [""]
-    if _forked_worker[0] or "--multiprocessing-fork" in argv or "__mp_main__" in sys.modules:
+    main = sys.modules.get("__main__")
+    if _forked_worker[0] or "--multiprocessing-fork" in argv or getattr(main, "__name__", None) == "__mp_main__":
         return "worker"
     return "other" if argv[0] in ("-c", "") else "app"
 
@@ -153,7 +154,8 @@ def _after_fork_in_child() -> None:
     if rec is not None:
         rec.pid = os.getpid()
         rec.module = "worker"
-        rec.events = {"spawned": time.time()}
+        now = time.time()
+        rec.events = {"spawned": now, "adapter": now}  # the adapter came with the fork
         rec.sessions = []
         rec.cycles = []
         rec._lock = threading.Lock()

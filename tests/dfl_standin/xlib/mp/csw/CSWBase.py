@@ -6,7 +6,8 @@ Written from DFL's documented behaviour and interface, not its code:
 - ``ControlHost`` / ``ControlClient`` (the worker's and the app's halves of one control) and a
   ``Sheet`` listing its controls; a new worker's controls tell the app's halves to reset;
 - ``Host.start()`` opens a pipe and starts ``Worker._start_proc(worker_cls, sheet_cls, pipe, state,
-  start_args, start_kwargs)`` in a new spawned process, from a helper thread; ``process_messages``
+  start_args, start_kwargs)`` in a new process (multiprocessing's default start method, which
+  ``xlib.mp`` sets to spawn, as DFL's does), from a helper thread; ``process_messages``
   handles ``_start``, ``_state`` (the worker's saved state) and ``_stop``: it ends the process and,
   for a restart, spawns a new one with the saved state (a new interpreter, full imports, new
   sessions: what every model or device change in DFL costs);
@@ -157,8 +158,8 @@ class Host(_Base):
         self._pmpi.set_pipe(pipe)
         self._process_status = Host._ProcessStatus.STARTING
         self._on_state_change_evl_call()
-        ctx = multiprocessing.get_context("spawn")
-        self._process = ctx.Process(target=Worker._start_proc, daemon=True,
+        # the default start method, as DFL's (its xlib.mp forces spawn; dfl_perf may pick forkserver)
+        self._process = multiprocessing.Process(target=Worker._start_proc, daemon=True,
                                     args=[self._worker_cls, self._worker_sheet_cls, worker_pipe, self._state,
                                           self._worker_start_args, self._worker_start_kwargs])
         self.processes.append(self._process)
