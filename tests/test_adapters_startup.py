@@ -374,3 +374,27 @@ def test_patched_shared_memory_allocates_lazily_and_is_undone():
     assert len(shm.get_mv()) == 1 << 20 and shm.get_mv()[100] == 0 and shm._size == 1 << 20
     patcher.restore()
     assert MPSharedMemory.__init__ is original
+
+
+# ------------------------------------------------------------------------------------ lean weights "auto"
+
+def test_lean_weights_auto_picks_big_model_files_on_the_cpu(tmp_path):
+    from dfl_perf.adapters.deepfacelive.factory import LEAN_AUTO_BYTES, session_config
+    from dfl_perf.sessions.source import resolve_model
+
+    big, small = tmp_path / "big.dfm", tmp_path / "small.onnx"
+    with open(str(big), "wb") as f:
+        f.truncate(LEAN_AUTO_BYTES)
+    small.write_bytes(b"x" * 1000)
+    cpu, cuda = [("CPUExecutionProvider", {})], [("CUDAExecutionProvider", {"device_id": "0"})]
+    auto = DFLConfig()
+    assert auto.lean_weights == "auto"
+    assert session_config(auto, cpu, 1, resolve_model(str(big))).lean_weights is True
+    assert session_config(auto, cpu, 1, resolve_model(str(big))).disk_cache is False
+    assert session_config(auto, cpu, 1, resolve_model(str(small))).lean_weights is False
+    assert session_config(auto, cpu, 1, resolve_model(str(small))).disk_cache is True
+    assert session_config(auto, cuda, 1, resolve_model(str(big))).lean_weights is False  # measured on the CPU only
+    assert session_config(DFLConfig(lean_weights=False), cpu, 1, resolve_model(str(big))).lean_weights is False
+    assert session_config(DFLConfig(lean_weights=True), cpu, 1, resolve_model(str(small))).lean_weights is True
+    with pytest.raises(ValueError, match="lean_weights must be True, False or 'auto'"):
+        DFLConfig(lean_weights="yes")

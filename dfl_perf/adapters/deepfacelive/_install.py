@@ -122,9 +122,9 @@ def _patch_start_method(state: _Installed, module: Any) -> None:
 
 def _patch_startup(state: _Installed, module: Any, patch: str) -> None:
     if state.config.startup_folder():
-        from dfl_perf.adapters.deepfacelive import startup
+        from dfl_perf.adapters.deepfacelive.startup import patch_connections, patch_worker_base
 
-        getattr(startup, patch)(module, state.patcher)
+        {"patch_connections": patch_connections, "patch_worker_base": patch_worker_base}[patch](module, state.patcher)
 
 
 def _targets(state: _Installed) -> Dict[str, Callable[[Any], None]]:
@@ -165,9 +165,9 @@ def install(config: Optional[DFLConfig] = None, propagate: bool = True) -> DFLCo
             state.set_env(CACHE_DIR_ENV, os.path.abspath(config.cache_dir))
         folder = config.startup_folder()
         if folder:
-            from dfl_perf.adapters.deepfacelive import startup
+            from dfl_perf.adapters.deepfacelive.startup import recorder
 
-            startup.recorder(folder).mark("adapter")
+            recorder(folder).mark("adapter")
         targets = _targets(state)
         state.hook = ImportHook(targets, lazy=[n for n in config.lazy_imports if n not in sys.modules])
         sys.meta_path.insert(0, state.hook)

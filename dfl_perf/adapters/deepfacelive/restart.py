@@ -77,12 +77,12 @@ def _wait_for_go_ahead(pipe: Any) -> Any:
 
 def _restarting_start_proc(original: Any) -> Any:
     def _start_proc(cls_, sheet_cls, pipe, state, worker_start_args, worker_start_kwargs):
-        from dfl_perf.adapters.deepfacelive import startup
+        from dfl_perf.adapters.deepfacelive.startup import recorder
 
         cycle = 0
         while True:
             if cycle:
-                startup.recorder().new_cycle()
+                recorder().new_cycle()
             cycle += 1
             if not _run_cycle(cls_, sheet_cls, pipe, state, worker_start_args, worker_start_kwargs):
                 break
