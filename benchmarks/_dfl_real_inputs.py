@@ -21,7 +21,7 @@ from typing import List, Tuple
 import numpy as np
 
 WINDOW = 480  # DFL's default FaceDetector window: YoloV5Face sees (N, 3, 480, 480)
-ASTRONAUT_FACE = (178.0, 65.0, 269.0, 176.0)  # l, t, r, b of the face in astronaut.png (YuNet-n, 512x512 picture)
+ASTRONAUT_FACE = (178.0, 65.0, 269.0, 176.0)  # l, t, r, b of the face in the 512x512 astronaut photo (YuNet-n)
 _LEVELS = ((8, ((4, 5), (8, 10), (13, 16))), (16, ((23, 29), (43, 55), (73, 105))),
            (32, ((146, 217), (231, 300), (335, 433))))
 

@@ -50,7 +50,6 @@ from _common import REPO, median, print_header, write_json
 
 HERE = Path(__file__).resolve().parent
 APP = HERE / "_dfl_real_app.py"
-SHARED = Path(os.environ.get("DFL_PERF_SHARED", str(REPO.parent / "shared")))
 YOLO = Path("modelhub") / "onnx" / "YoloV5Face" / "YoloV5Face.onnx"
 VARIANTS = ("plain", "launched", "install")
 
@@ -290,7 +289,11 @@ def main() -> int:
     userdata = work / "userdata"
     from _dfl_real_inputs import write_clip
 
-    video = write_clip(work / ("clip_%dx%d.mp4" % (width, height)), SHARED / "media" / "astronaut.png", width, height)
+    from dfl_perf.facepipe.models import (
+        face_photo_path,  # the embedded photo: nothing outside the repo needed
+    )
+
+    video = write_clip(work / ("clip_%dx%d.mp4" % (width, height)), face_photo_path(), width, height)
     dfm_mbs = [float(v) for v in args.dfm_mb.split(",") if v]
     models = prepare_models(userdata, dfm_mbs, args.switch)
     print("DFL: %s (YoloV5Face: %s); clip %dx%d; work folder %s" % (args.dfl, dfl["yolov5face"], width, height, work))
