@@ -398,3 +398,17 @@ def test_lean_weights_auto_picks_big_model_files_on_the_cpu(tmp_path):
     assert session_config(DFLConfig(lean_weights=True), cpu, 1, resolve_model(str(small))).lean_weights is True
     with pytest.raises(ValueError, match="lean_weights must be True, False or 'auto'"):
         DFLConfig(lean_weights="yes")
+
+
+def test_startup_report_at_exit(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("DFL_PERF_STARTUP_DIR", raising=False)
+    main_py = tmp_path / "main.py"
+    main_py.write_text("print('DFL ran')\n")
+    try:
+        code = dfl_main(["--startup-report", "--no-meter", "--cache-dir", str(tmp_path / "cache"), str(main_py)])
+    finally:
+        startup._recorder = None
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "DFL ran" in captured.out
+    assert "DFL start-up timeline" in captured.err and "\napp " in captured.err
