@@ -200,6 +200,8 @@ class HeadlessDFL:
         self.dfm_stops = []       # (time, swapper ring id) each time FaceSwapDFM's worker stopped (restarts)
         self.hosts["FaceSwapDFM"].call_on_state_change(self._on_dfm_state)
         self.delivered = []       # (time, uid, swapped) of frames written by FaceMerger (read by StreamOutput)
+        self.heap = heap
+        self.keep = {int(n): None for n in spec.get("keep_frames", [])}  # frame number -> saved file
 
     def _on_dfm_state(self, host, started, starting, stopping, stopped, busy):
         if stopped:
@@ -288,7 +290,22 @@ class HeadlessDFL:
             if _is_swapped(bcd):
                 self.swapped.append((t, bcd.get_uid(), ring_id))
         for _, bcd in self._new_items("merger"):
-            self.delivered.append((t, bcd.get_uid(), _is_swapped(bcd)))
+            swapped = _is_swapped(bcd)
+            self.delivered.append((t, bcd.get_uid(), swapped))
+            if swapped and self.keep.get(bcd.get_frame_num(), "") is None:
+                self._keep_frame(bcd)
+
+    def _keep_frame(self, bcd):
+        """Save the merged picture of a kept frame number (its first swapped pass) to compare variants."""
+        import numpy as np
+
+        bcd.assign_weak_heap(self.heap)
+        image = bcd.get_image(bcd.get_merged_image_name())
+        if image is None:
+            return
+        path = "%s_frame%d.npy" % (self.spec["out"][:-len(".json")], bcd.get_frame_num())
+        np.save(path, np.array(image))
+        self.keep[bcd.get_frame_num()] = path
 
     def _new_items(self, name):
         connection = self.connections[name]
@@ -348,6 +365,7 @@ def run(spec):
         if first_swap is not None and spec.get("switch_models"):
             result["switches"] = [_switch(app, name, deadline) for name in spec["switch_models"]]
         result["pids"] = app.module_pids()
+        result["kept_frames"] = {str(n): p for n, p in app.keep.items() if p}
         app.finalize()
         result["peak_pss_mb"] = pss.peak_kb / 1024.0
     result["timeline"] = {name: [{k: v for k, v in e.items() if not k.startswith("_")} for e in entries]

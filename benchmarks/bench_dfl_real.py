@@ -192,6 +192,33 @@ def _fmt(value: Optional[float], spec: str = "%.2f") -> str:
     return "-" if value is None else spec % value
 
 
+def frame_levels(a_path: str, b_path: str) -> int:
+    """Largest difference between two saved merged frames, in 8-bit levels (DFL keeps them float32 0..1)."""
+    import numpy as np
+
+    a, b = np.load(a_path), np.load(b_path)
+    if a.shape != b.shape:
+        return 255
+    scale = 255.0 if a.dtype.kind == "f" else 1.0
+    return int(np.abs(np.round(a.astype(np.float64) * scale) - np.round(b.astype(np.float64) * scale)).max())
+
+
+def same_frames(runs: Dict[str, List[Dict[str, Any]]]) -> Dict[str, Optional[int]]:
+    """Per variant: the largest difference from plain's merged frames (same frame numbers, same repeat)."""
+    plain = runs.get("plain", [])
+    out: Dict[str, Optional[int]] = {}
+    for variant, results in runs.items():
+        worst = None
+        for base, other in zip(plain, results):
+            for n, path in other.get("kept_frames", {}).items():
+                ref = base.get("kept_frames", {}).get(n)
+                if ref:
+                    levels = frame_levels(ref, path)
+                    worst = levels if worst is None else max(worst, levels)
+        out[variant] = worst
+    return out
+
+
 def summarize(runs: Dict[str, List[Dict[str, Any]]]) -> Dict[str, Any]:
     out: Dict[str, Any] = {}
     for variant, results in runs.items():
@@ -302,7 +329,7 @@ def main() -> int:
         names = models[mb]
         spec = {"dfl": dfl["path"], "userdata": str(userdata), "video": str(video), "model": names[0],
                 "fps_s": args.fps_s, "settle_s": args.settle_s, "timeout_s": args.timeout_s,
-                "switch_models": names[1:] + names[:1] if args.switch else []}
+                "switch_models": names[1:] + names[:1] if args.switch else [], "keep_frames": [10, 40]}
         states = configure(spec, work, args.python)
         for variant in variants:  # one unmeasured run each: warm disk caches and page cache
             tag = "warm_%s_%g" % (variant.replace(":", "_").replace("-", "").replace("+", "_"), mb)
@@ -321,7 +348,12 @@ def main() -> int:
                       % (mb, repeat + 1, variant, _fmt(ev["first_swapped_out_s"]), _fmt(fps.get("fps")),
                          result["peak_pss_mb"], [_fmt(s["switch_s"]) for s in result.get("switches", [])]))
         summary = summarize(runs)
+        levels = same_frames(runs)
+        for variant in summary:
+            summary[variant]["max_levels_vs_plain"] = levels.get(variant)
         print_summary("DFM stand-in with %g MB of weights (medians of %d)" % (mb, args.repeats), summary)
+        print("merged frames 10 and 40 vs plain's, largest difference in 8-bit levels: "
+              + ", ".join("%s %s" % (v, "-" if lv is None else lv) for v, lv in levels.items()))
         for variant in variants:
             if runs[variant]:
                 print_timeline(runs[variant][-1])
