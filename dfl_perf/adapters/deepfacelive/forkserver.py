@@ -9,10 +9,12 @@ A worker is still a separate process that starts from a clean copy (not a fork o
 holds Qt and the UI state), gets its arguments pickled exactly as with spawn, and runs the same DFL
 code; it just finds its modules imported.
 
-Safe with GPUs: the server starts at the first worker's start, after DFL's app has enumerated its
-devices (``ORT_DEVICES_INITIALIZED`` is set, so the server does not touch CUDA), and onnxruntime
-stays deferred in it (``lazy_imports``), so each model worker loads it itself, after the fork.
-Windows has no forkserver: there DFL's spawn stays.
+Meant to be safe with GPUs (measured on the CPU only; no GPU here): the server starts at the first
+worker's start, after DFL's app has enumerated its devices (``ORT_DEVICES_INITIALIZED`` is set, so
+the server does not touch CUDA), onnxruntime stays deferred in it (``lazy_imports``), so each model
+worker loads it itself after the fork, and DFL's OpenCL module only loads its library at import
+(devices are listed later, in the worker). The server inherits the app's environment as it is at
+the first worker's start, as spawned workers would. Windows has no forkserver: DFL's spawn stays.
 """
 
 from __future__ import annotations
