@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import random
 import threading
+import time
 import tracemalloc
 import warnings
 
@@ -775,7 +776,10 @@ def test_close_from_another_thread_waits_for_the_run_in_progress(which, no_threa
     assert inside.wait(30)
     closer = threading.Thread(target=runner.close)
     closer.start()
-    closer.join(0.3)
+    deadline = time.monotonic() + 30
+    while not runner._guard.closed and time.monotonic() < deadline:  # close() has begun: new runs refused
+        time.sleep(0.001)
+    closer.join(1.0)
     assert closer.is_alive(), "close() returned while a run was still using its buffers"
     with pytest.raises(RuntimeError, match="closed"):  # closing: no new run starts
         runner.run(*args)
