@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 __all__ = ["user_cache_dir", "ensure_private_dir", "CACHE_DIR_ENV"]
@@ -14,20 +13,17 @@ CACHE_DIR_ENV = "DFL_PERF_CACHE_DIR"
 def user_cache_dir() -> Path:
     """The user cache directory for dfl_perf (not created here).
 
-    ``DFL_PERF_CACHE_DIR`` overrides it; otherwise the platform's user cache folder:
-    ``%LOCALAPPDATA%\\dfl_perf\\Cache`` on Windows, ``~/Library/Caches/dfl_perf`` on macOS,
-    ``$XDG_CACHE_HOME/dfl_perf`` (default ``~/.cache/dfl_perf``) elsewhere.
+    ``DFL_PERF_CACHE_DIR`` overrides it; otherwise the platform's user cache folder as
+    ``platformdirs`` knows it: ``%LOCALAPPDATA%\\dfl_perf\\Cache`` on Windows,
+    ``~/Library/Caches/dfl_perf`` on macOS, ``$XDG_CACHE_HOME/dfl_perf`` (default
+    ``~/.cache/dfl_perf``) elsewhere.
     """
     override = os.environ.get(CACHE_DIR_ENV)
     if override:
         return Path(override).expanduser()
-    if sys.platform == "win32":
-        base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
-        return Path(base) / "dfl_perf" / "Cache"
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Caches" / "dfl_perf"
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "dfl_perf"
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("dfl_perf", appauthor=False))
 
 
 def ensure_private_dir(path: Path) -> Path:

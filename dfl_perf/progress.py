@@ -1,61 +1,51 @@
-"""A one-line progress bar on stderr, with no dependency; silent when the stream is not a terminal
-unless asked."""
+"""A progress bar on stderr for the long commands (benchmark, soak, run, model downloads).
+
+``tqdm`` draws it (terminal width, rate, remaining time, at most 10 redraws a second); this module
+only fits it to how the commands report progress: an absolute position, a note, and no bar when
+the stream is not a terminal unless asked for.
+"""
 
 from __future__ import annotations
 
 import sys
-import time
-from typing import Callable, Optional, TextIO
+from typing import Optional, TextIO
 
 __all__ = ["ProgressBar"]
 
 
-def _count(value: float, total: float) -> str:
-    return "%d/%d" % (value, total)
-
-
 class ProgressBar:
-    """``bar = ProgressBar('swap', total=300); bar.update(n); bar.close()``; redrawn at most 10 times a second.
+    """``bar = ProgressBar('swap', total=300); bar.update(n); bar.close()`` (or use it in ``with``).
 
-    ``describe(value, total)`` formats the numbers shown after the bar (default ``"12/300"``);
-    ``enabled=None`` shows the bar only when ``stream`` is a terminal.
+    ``unit`` / ``unit_scale`` are tqdm's (``unit="B", unit_scale=True`` for bytes: 1.20M/3.40M, B/s).
+    ``enabled=None`` shows the bar only when ``stream`` (default stderr) is a terminal.
     """
 
-    def __init__(self, label: str, total: float, stream: Optional[TextIO] = None, width: int = 30,
-                 describe: Callable[[float, float], str] = _count, enabled: Optional[bool] = None) -> None:
-        self.label, self.total, self.width, self.describe = label, max(total, 1), width, describe
-        self.stream = stream if stream is not None else sys.stderr
+    def __init__(self, label: str, total: float, stream: Optional[TextIO] = None, enabled: Optional[bool] = None,
+                 unit: str = "it", unit_scale: bool = False) -> None:
+        from tqdm import tqdm
+
+        stream = stream if stream is not None else sys.stderr
         if enabled is None:
-            enabled = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.enabled = enabled
-        self.value = 0.0
-        self._last = 0.0
-        self._started = time.monotonic()
+            enabled = bool(getattr(stream, "isatty", lambda: False)())
+        self.total = total
+        self._bar = tqdm(total=total or None, desc=label, file=stream, disable=not enabled, mininterval=0.1,
+                         unit=unit, unit_scale=unit_scale, dynamic_ncols=True)
+
+    @property
+    def value(self) -> float:
+        return self._bar.n
 
     def update(self, value: float, note: str = "") -> None:
-        """Set the progress to ``value`` (out of ``total``)."""
-        self.value = value
-        now = time.monotonic()
-        if self.enabled and (now - self._last >= 0.1 or value >= self.total):
-            self._last = now
-            self._draw(note)
+        """Set the progress to ``value`` (out of ``total``); ``note`` is shown after it until replaced."""
+        if note:
+            self._bar.set_postfix_str(note, refresh=False)
+        self._bar.update(value - self._bar.n)
 
     def advance(self, step: float = 1, note: str = "") -> None:
-        self.update(self.value + step, note)
-
-    def _draw(self, note: str = "") -> None:
-        frac = min(1.0, self.value / self.total)
-        filled = int(frac * self.width)
-        self.stream.write("\r%-22s [%s%s] %3d%% %s %s" % (
-            self.label[:22], "#" * filled, "-" * (self.width - filled), frac * 100,
-            self.describe(self.value, self.total), note))
-        self.stream.flush()
+        self.update(self._bar.n + step, note)
 
     def close(self) -> None:
-        if self.enabled:
-            self._draw()
-            self.stream.write("\n")
-            self.stream.flush()
+        self._bar.close()
 
     def __enter__(self) -> ProgressBar:
         return self

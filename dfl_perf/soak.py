@@ -112,8 +112,7 @@ def run_soak(options: SoakOptions, progress: bool = True) -> Dict[str, Any]:
     frames = make_clip(size=tuple(options.resolution), frames=60).to_list()
     samples: List[Dict[str, Any]] = []
     stop = threading.Event()
-    bar = ProgressBar("soak", options.duration, enabled=None if progress else False,
-                      describe=lambda v, t: "%.0f/%.0f s" % (v, t))
+    bar = ProgressBar("soak", options.duration, enabled=None if progress else False, unit="s", unit_scale=True)
     with PerformanceMonitor(window=max(1.0, options.interval)) as monitor, \
             OptimizedRunner(Workload(dfm_cost=options.dfm_cost), live=True, deadline=options.deadline,
                             monitor=monitor) as runner:

@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import pickle
-import platform
 import stat
 import subprocess
 import sys
@@ -415,15 +414,28 @@ def _disk_cache_entry(tmp_path):
     return path, config, cache, key
 
 
-def test_a_busy_lock_builds_without_saving_and_a_stale_one_is_taken(cache_dir, tmp_path):
+_HOLD_LOCK = ("import sys, time\nfrom filelock import FileLock\nlock = FileLock(sys.argv[1])\nlock.acquire()\n"
+              "print('held', flush=True)\ntime.sleep(600)\n")
+
+
+@pytest.mark.timeout(120)
+def test_a_busy_lock_builds_without_saving_and_a_dead_holders_lock_is_free(cache_dir, tmp_path):
     path, config, cache, key = _disk_cache_entry(tmp_path)
-    lock = cache.directory() / (key + ".lock")
-    lock.write_text("%d %s %f" % (os.getpid(), platform.node(), time.time()))
-    assert create_session_with_info(path, config).disk_cache == "busy"
-    assert not list(cache.root.glob("*.onnx"))
-    lock.write_text("999999999 %s 0" % platform.node())  # a dead writer, long ago
+    with cache.writing(key) as writer:  # this process is writing the entry: another build does not wait
+        assert writer is not None
+        assert create_session_with_info(path, config).disk_cache == "busy"
+    lock = cache.directory() / "locks" / (key + ".lock")
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(lock)], stdout=subprocess.PIPE,
+                              universal_newlines=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert create_session_with_info(path, config).disk_cache == "busy"
+        assert not list(cache.root.glob("*.onnx"))
+    finally:
+        holder.kill()  # dies holding the lock, as a crashed writer would
+        holder.wait(30)
+        holder.stdout.close()
     assert create_session_with_info(path, config).disk_cache == "stored"
-    assert not lock.exists()
 
 
 def test_uncacheable_entry_is_remembered(cache_dir, tmp_path):

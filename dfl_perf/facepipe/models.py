@@ -330,9 +330,8 @@ def _receive(response, part: Path, have: int, remaining: Optional[int], info: Mo
 
 
 def _progress(label: str, total: int, stream: TextIO) -> ProgressBar:
-    """A download bar in MB, shown even when stderr is not a terminal (the caller asked for it)."""
-    return ProgressBar(label, total, stream=stream, enabled=True,
-                       describe=lambda value, whole: "%.1f/%.1f MB" % (value / 1e6, whole / 1e6))
+    """A download bar in (decimal) MB, shown even when stderr is not a terminal (the caller asked for it)."""
+    return ProgressBar(label, total, stream=stream, enabled=True, unit="B", unit_scale=True)
 
 
 def model_status(name: str, mirror: Optional[str] = None) -> Tuple[str, Optional[Path]]:

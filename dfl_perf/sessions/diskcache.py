@@ -5,7 +5,9 @@ Layout under ``dfl_perf.paths.user_cache_dir() / 'optimized'`` (created 0o700):
 - ``<key>.onnx``: the optimized graph onnxruntime saved (``optimized_model_filepath``);
 - ``<key>.json``: its sidecar: sha256 and size of the ``.onnx`` file, onnxruntime version,
   providers; or ``{"cacheable": false, "reason": ...}`` when onnxruntime refused to save one;
-- ``<key>.lock``: held by the one process that is writing the entry (others build without saving);
+- ``locks/<key>.lock``: an operating-system file lock (``filelock``) held by the one process that is
+  writing the entry (others build without saving); the system frees it when that process ends,
+  however it ends, so there is no stale lock to guess about;
 - ``sources/<hash of path>.json``: the sha256 of a source model, keyed by its size, mtime and inode,
   so a later process does not hash a 500 MB model again.
 
@@ -42,8 +44,6 @@ log = logging.getLogger("dfl_perf.sessions")
 FORMAT = 1
 #: Hash the cached file on every load even when its stamp is unchanged (costs about 1 s per GB).
 ALWAYS_VERIFY_SHA256 = False
-#: A lock older than this (seconds) is taken to belong to a crashed writer.
-LOCK_STALE_SECONDS = 900.0
 _EXTERNAL_MARKER = b"\x0a\x08location"  # StringStringEntryProto(key="location"): external tensor data
 
 
@@ -121,15 +121,6 @@ def _external_files(path: str) -> List[str]:
 
     visit(model.graph)
     return sorted(found)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        import psutil
-
-        return bool(psutil.pid_exists(pid))
-    except ImportError:  # without psutil only the age of a lock tells that it is stale
-        return True
 
 
 class _Writer:
@@ -266,56 +257,41 @@ class OptimizedModelCache:
 
     # ---------------------------------------------------------------------------- writing
 
-    def _lock_path(self, key: str) -> Path:
-        return self.root / (key + ".lock")
+    @contextlib.contextmanager
+    def _locked(self, key: str) -> Iterator[bool]:
+        """Hold the entry's lock for the block (True), or False at once when another process holds it."""
+        from filelock import FileLock, Timeout
 
-    def _try_lock(self, key: str) -> bool:
-        path = self._lock_path(key)
-        for _ in range(2):
-            try:
-                fd = os.open(str(path), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-            except FileExistsError:
-                if not self._lock_is_stale(path):
-                    return False
-                with contextlib.suppress(OSError):
-                    path.unlink()
-                continue
-            with os.fdopen(fd, "w") as handle:
-                handle.write("%d %s %f" % (os.getpid(), platform.node(), time.time()))
-            return True
-        return False
-
-    @staticmethod
-    def _lock_is_stale(path: Path) -> bool:
+        folder = self.directory() / "locks"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        lock = FileLock(str(folder / (key + ".lock")), timeout=0, mode=0o600)
         try:
-            pid_text, host, started = path.read_text().split()
-            age = time.time() - float(started)
-        except (OSError, ValueError):
-            try:  # being written right now, or garbage: judge by the file's age
-                return time.time() - path.stat().st_mtime > LOCK_STALE_SECONDS
-            except OSError:
-                return True
-        if age > LOCK_STALE_SECONDS:
-            return True
-        return host == platform.node() and not _pid_alive(int(pid_text))
+            lock.acquire()
+        except Timeout:
+            yield False
+            return
+        except NotImplementedError as exc:  # a file system without locks (some network shares)
+            raise OSError("cannot lock the optimized-model cache in %s: %s" % (folder, exc)) from None
+        try:
+            yield True
+        finally:
+            lock.release()
 
     @contextlib.contextmanager
     def writing(self, key: str) -> Iterator[Optional[_Writer]]:
         """Yield a ``_Writer`` holding the entry's lock, or None when another process holds it."""
-        self.directory()
-        if not self._try_lock(key):
-            yield None
-            return
-        writer = None
-        try:
-            self._remove_leftovers(key)
-            writer = _Writer(self, key)
-            yield writer
-        finally:
-            if writer is not None:
-                writer.discard()
-            with contextlib.suppress(OSError):
-                self._lock_path(key).unlink()
+        with self._locked(key) as held:
+            if not held:
+                yield None
+                return
+            writer = None
+            try:
+                self._remove_leftovers(key)
+                writer = _Writer(self, key)
+                yield writer
+            finally:
+                if writer is not None:
+                    writer.discard()
 
     def _remove_leftovers(self, key: str) -> None:
         """Temp files of this entry left by a writer that crashed (we hold the entry's lock)."""
@@ -325,12 +301,9 @@ class OptimizedModelCache:
 
     def invalidate(self, key: str) -> None:
         """Remove an entry (under its lock when free); a missing entry is fine."""
-        if not self._try_lock(key):
-            return
-        try:
+        with self._locked(key) as held:
+            if not held:
+                return
             for path in (self.meta_path(key), self.model_path(key)):
                 with contextlib.suppress(OSError):
                     path.unlink()
-        finally:
-            with contextlib.suppress(OSError):
-                self._lock_path(key).unlink()
