@@ -143,6 +143,8 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="smaller peak memory for a little less FPS (one swap worker, at most 3 frames alive)")
     p.add_argument("--json", metavar="PATH", help="write the run's summary (frames, dropped, late, failed, FPS, "
                    "latency percentiles) as JSON")
+    p.add_argument("--memory-budget", metavar="SIZE", help="keep the runner's buffers and cached sessions within "
+                   "this much host memory (512M, 2G, 25%%): idle buffers, then unused sessions are freed as they grow")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run)
 

@@ -36,6 +36,7 @@ class HeadlessOptions:
     max_frames: Optional[int] = None
     progress: bool = True
     low_memory: bool = False  # OptimizedRunner(low_memory=True, merge_in_place=True): smaller peak, a bit less FPS
+    memory_budget: Optional[str] = None  # '512M', '25%': the host memory of the runner's buffers and sessions
 
 
 class _Stop(Exception):
@@ -101,8 +102,10 @@ def run_headless(options: HeadlessOptions) -> Dict[str, Any]:
         source = VideoSource(options.source, max_frames=options.max_frames)
     except (OSError, ValueError) as exc:
         raise HeadlessError(str(exc)) from exc
+    budget = _parse_budget(options.memory_budget)
     with source, PerformanceMonitor(sample_system=options.show) as monitor:
         runner = _build_runner(options, live=source.is_camera, monitor=monitor)
+        memory = _memory_manager(budget, runner)
         writer = _open_writer(options.output, source.fps, source.size) if options.output else None
         bar = ProgressBar("run", source.frame_count or 0, enabled=None if options.progress and source.frame_count else False)
 
@@ -130,13 +133,43 @@ def run_headless(options: HeadlessOptions) -> Dict[str, Any]:
             raise HeadlessError(str(exc)) from exc
         finally:
             bar.close()
+            if memory is not None:
+                memory.close()
             if writer is not None:
                 writer.release()
             if options.show:
                 import cv2
 
                 cv2.destroyAllWindows()
-        return dict(monitor.summary(), accounting=accounting)
+        summary = dict(monitor.summary(), accounting=accounting)
+        if memory is not None:
+            books = memory.summary()
+            summary["memory"] = dict(books["budgets"]["host"], freed=books["freed"]["budget"])
+        return summary
+
+
+def _parse_budget(text: Optional[str]) -> Any:
+    if text is None:
+        return None
+    from dfl_perf.memory._budget import parse_budget, resolve_budget
+
+    try:
+        return resolve_budget(parse_budget(text), "host")
+    except (TypeError, ValueError) as exc:
+        raise HeadlessError(str(exc)) from exc
+
+
+def _memory_manager(budget: Optional[int], runner: Any) -> Any:
+    """``--memory-budget``: a MemoryManager over the runner's buffer pool and session cache, which
+    trims them whenever either grows past the budget."""
+    if budget is None:
+        return None
+    from dfl_perf.memory import MemoryManager
+
+    manager = MemoryManager(host_budget=budget)
+    manager.register(runner.pool, name="buffers")
+    manager.register(runner.cache, name="sessions")
+    return manager
 
 
 def format_summary(summary: Dict[str, Any]) -> str:
@@ -144,7 +177,10 @@ def format_summary(summary: Dict[str, Any]) -> str:
     lat = summary.get("latency") or {}
     return "frames %s, dropped %s, late %s, failed %s, %.1f FPS, latency p50 %.1f ms p95 %.1f ms" % (
         summary.get("frames"), summary.get("dropped"), summary.get("late"), summary.get("failed"),
-        summary.get("fps_mean") or 0.0, 1000 * (lat.get("p50") or 0.0), 1000 * (lat.get("p95") or 0.0))
+        summary.get("fps_mean") or 0.0, 1000 * (lat.get("p50") or 0.0), 1000 * (lat.get("p95") or 0.0)) + (
+        "; memory %.1f MB held of a %.1f MB budget, %.1f MB freed" % (
+            summary["memory"]["held"] / 1e6, summary["memory"]["budget"] / 1e6, summary["memory"]["freed"] / 1e6)
+        if summary.get("memory") else "")
 
 
 def write_json(path: str, options: HeadlessOptions, summary: Dict[str, Any]) -> None:
@@ -158,7 +194,8 @@ def main_args(args: Any) -> int:
     """``dfl-perf run`` with parsed arguments; prints errors in words and returns the exit code."""
     options = HeadlessOptions(model=args.model, source=args.source, output=args.output, show=args.show,
                               provider=args.provider, max_faces=args.max_faces, max_frames=args.max_frames,
-                              progress=not args.no_progress, low_memory=args.low_memory)
+                              progress=not args.no_progress, low_memory=args.low_memory,
+                              memory_budget=getattr(args, "memory_budget", None))
     json_path = getattr(args, "json", None)
     try:
         if json_path:

@@ -124,3 +124,29 @@ def test_cli_run_json_folder_is_checked_before_the_run(video, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "nowhere" in err and "does not exist" in err
     assert not (tmp_path / "o.avi").exists()
+
+
+@pytest.mark.timeout(180)
+def test_memory_budget_keeps_the_runners_buffers_and_sessions_in_bounds(video, dfm, tmp_path, caplog):
+    import logging
+
+    roomy = run_headless(HeadlessOptions(model=dfm, source=str(video), output=str(tmp_path / "a.avi"), progress=False,
+                                         memory_budget="2G"))
+    assert roomy["memory"]["budget"] == 2 * 10 ** 9 and 0 < roomy["memory"]["held"] <= 2 * 10 ** 9
+    assert roomy["memory"]["freed"] == 0
+    with caplog.at_level(logging.WARNING, logger="dfl_perf.memory"):
+        tight = run_headless(HeadlessOptions(model=dfm, source=str(video), output=str(tmp_path / "b.avi"),
+                                             progress=False, memory_budget="1M"))
+    # the sessions in use are bigger than 1 MB: idle buffers are freed as the pool grows, and it is said once
+    assert tight["frames"] == FRAMES and tight["memory"]["freed"] > 0
+    assert len([r for r in caplog.records if "cannot hold" in r.getMessage()]) == 1
+    assert len(_read(tmp_path / "b.avi")) == FRAMES
+
+
+def test_cli_memory_budget_is_reported_and_checked(video, dfm, tmp_path, capsys):
+    assert main(["run", "--model", dfm, "--source", str(video), "--output", str(tmp_path / "o.avi"),
+                 "--memory-budget", "500M", "--no-progress"]) == 0
+    assert "held of a 500.0 MB budget" in capsys.readouterr().out
+    assert main(["run", "--model", dfm, "--source", str(video), "--output", str(tmp_path / "o.avi"),
+                 "--memory-budget", "lots", "--no-progress"]) == 2
+    assert "memory budget 'lots'" in capsys.readouterr().err

@@ -156,6 +156,24 @@ def test_budget_values_are_checked():
         MemoryManager(soft=0.9, hard=0.8)
 
 
+@pytest.mark.parametrize("text, budget", [
+    ("512M", 512 * 10 ** 6), ("1.5GB", 15 * 10 ** 8), ("2GiB", 2 << 30), ("64mb", 64 * 10 ** 6),
+    ("800000000", 800000000), ("25%", 0.25), ("0.25", 0.25), (4096, 4096), (0.5, 0.5),
+])
+def test_budgets_written_by_users(text, budget):
+    from dfl_perf.memory._budget import parse_budget
+
+    assert parse_budget(text) == budget and type(parse_budget(text)) is type(budget)
+
+
+@pytest.mark.parametrize("text", ["lots", "-5M", "1.5X", "", "3.5", "M"])
+def test_a_budget_that_is_not_one_says_how_to_write_it(text):
+    from dfl_perf.memory._budget import parse_budget
+
+    with pytest.raises(ValueError, match="memory budget"):
+        parse_budget(text)
+
+
 def test_device_fraction_without_gpu_is_a_clear_error(monkeypatch):
     from dfl_perf import devices
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Protocol, Union, runtime_checkable
 
-__all__ = ["Trimmable", "resolve_budget", "POOL_PRIORITY", "CACHE_PRIORITY", "Budget"]
+__all__ = ["Trimmable", "resolve_budget", "parse_budget", "POOL_PRIORITY", "CACHE_PRIORITY", "Budget"]
 
 POOL_PRIORITY = 0  # trimmed first: idle buffers are cheap to make again
 CACHE_PRIORITY = 100  # trimmed after pools: a session costs a model load
@@ -54,6 +55,35 @@ def resolve_budget(budget: Budget, kind: str, device_index: int = 0) -> Optional
         raise ValueError("%s budget %r: a float is a fraction of memory in (0, 1]; pass an int for bytes"
                          % (kind, budget))
     return int(budget * _total_memory(kind, device_index))
+
+
+_UNITS = {"": 1, "k": 10 ** 3, "m": 10 ** 6, "g": 10 ** 9, "t": 10 ** 12,
+          "ki": 1 << 10, "mi": 1 << 20, "gi": 1 << 30, "ti": 1 << 40}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]i?)?b?\s*$", re.IGNORECASE)
+
+
+def parse_budget(text: Union[str, int, float]) -> Budget:
+    """A budget written by a user: '512M', '1.5GB', '2GiB', '800000000' (bytes; k/M/G/T are powers of
+    1000, Ki/Mi/Gi/Ti of 1024), '25%' or '0.25' (a fraction of the memory, for ``resolve_budget``)."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return text
+    value = str(text).strip()
+    if value.endswith("%"):
+        try:
+            return float(value[:-1]) / 100.0
+        except ValueError:
+            pass
+    match = _SIZE.match(value)
+    if match is None:
+        raise ValueError("memory budget %r: give bytes with an optional unit (512M, 1.5G, 2GiB) or a fraction "
+                         "of the memory (25%%, 0.25)" % (text,))
+    number, unit = match.group(1), (match.group(2) or "").lower()
+    if not unit and "." in number:
+        if float(number) > 1.0:
+            raise ValueError("memory budget %r: a number with a point is a fraction of the memory (at most 1); "
+                             "give bytes as a whole number or with a unit (512M)" % (text,))
+        return float(number)
+    return int(float(number) * _UNITS[unit])
 
 
 def _total_memory(kind: str, device_index: int) -> int:
