@@ -161,7 +161,7 @@ def _parse_budget(text: Optional[str]) -> Any:
 
 def _memory_manager(budget: Optional[int], runner: Any) -> Any:
     """``--memory-budget``: a MemoryManager over the runner's buffer pool and session cache, which
-    trims them whenever either grows past the budget."""
+    trims them whenever either grows past the budget, and every second (buffers that went idle)."""
     if budget is None:
         return None
     from dfl_perf.memory import MemoryManager
@@ -169,7 +169,7 @@ def _memory_manager(budget: Optional[int], runner: Any) -> Any:
     manager = MemoryManager(host_budget=budget)
     manager.register(runner.pool, name="buffers")
     manager.register(runner.cache, name="sessions")
-    return manager
+    return manager.start_sampling(interval=1.0)
 
 
 def format_summary(summary: Dict[str, Any]) -> str:

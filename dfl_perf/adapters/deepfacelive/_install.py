@@ -45,6 +45,7 @@ class _Installed:
         self.patcher = Patcher()
         self.hook: Optional[ImportHook] = None
         self.environ: Dict[str, Optional[str]] = {}
+        self.memory = _memory_manager(config)
 
     def set_env(self, name: str, value: Optional[str]) -> None:
         if name not in self.environ:
@@ -61,6 +62,17 @@ class _Installed:
             else:
                 os.environ[name] = value
         self.environ.clear()
+
+
+def _memory_manager(config: DFLConfig) -> Any:
+    """This process's MemoryManager for ``config.memory_budget`` (None when off), sampling every 2 s."""
+    if config.memory_budget is None:
+        return None
+    from dfl_perf.memory import MemoryManager
+    from dfl_perf.memory._budget import parse_budget, resolve_budget
+
+    budget = resolve_budget(parse_budget(config.memory_budget), "host")
+    return MemoryManager(host_budget=budget, rss_limit=budget).start_sampling(interval=2.0)
 
 
 # ----------------------------------------------------------------------------------------- patches
@@ -86,7 +98,7 @@ def _patch_dfm(state: _Installed, module: Any) -> None:
     if state.config.fast_dfm:
         from dfl_perf.adapters.deepfacelive.dfm import patch_dfm_class
 
-        patch_dfm_class(module, state.patcher)
+        patch_dfm_class(module, state.patcher, memory=state.memory)
 
 
 def _patch_backend(state: _Installed, module: Any) -> None:
@@ -196,6 +208,8 @@ def uninstall() -> bool:
                 if module is not None and getattr(module, "__dict__", {}).get(FACTORY_NAME) is state.factory:
                     setattr(module, FACTORY_NAME, state.original_factory)
         state.restore_env()
+        if state.memory is not None:
+            state.memory.close()
         state.factory.dfl_perf_state.clear()  # type: ignore[attr-defined]
         meter = sys.modules.get("dfl_perf.adapters.deepfacelive.meter")
         if meter is not None:

@@ -60,6 +60,10 @@ class DFLConfig:
       Linux and macOS; Windows keeps spawn).
     - ``startup_dir``: every process writes its start-up timeline there (``startup``; default:
       ``meter_dir``, else env ``DFL_PERF_STARTUP_DIR``; none: nothing is recorded).
+    - ``memory_budget``: per DFL process ('2G', '1500M', '25%' of RAM; None: off): a
+      ``MemoryManager`` keeps dfl_perf's buffer pools (the fast DFM path's) within it as they grow
+      and watches the process's memory against it: one warning per crossing of 85%, idle buffers
+      freed past 95% (a sampling thread every 2 s).
     """
 
     model_processes: int = DEFAULT_MODEL_PROCESSES
@@ -83,6 +87,7 @@ class DFLConfig:
     restart_in_process: bool = True
     lazy_heap: bool = True
     forkserver: bool = True
+    memory_budget: Optional[str] = None
 
     def __post_init__(self) -> None:
         self.lazy_imports = tuple(self.lazy_imports)
@@ -93,6 +98,10 @@ class DFLConfig:
             raise ValueError("DFLConfig.intra_op_threads must be >= 1 or None, got %r" % (self.intra_op_threads,))
         if self.lean_weights not in (True, False, "auto"):
             raise ValueError("DFLConfig.lean_weights must be True, False or 'auto', got %r" % (self.lean_weights,))
+        if self.memory_budget is not None:
+            from dfl_perf.memory._budget import parse_budget
+
+            parse_budget(self.memory_budget)  # a ValueError that says how to write one
         if self.cudnn_conv_algo_search not in ("EXHAUSTIVE", "HEURISTIC", "DEFAULT"):
             raise ValueError("DFLConfig.cudnn_conv_algo_search must be EXHAUSTIVE, HEURISTIC or DEFAULT, got %r"
                              % (self.cudnn_conv_algo_search,))

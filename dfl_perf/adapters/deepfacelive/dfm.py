@@ -12,7 +12,9 @@ one run.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import weakref
 from typing import Any, List, Sequence, Tuple
 
 import numpy as np
@@ -25,6 +27,7 @@ log = logging.getLogger("dfl_perf.adapters.deepfacelive")
 
 DFMResult = Tuple[np.ndarray, np.ndarray, np.ndarray]  # celeb (N,H,W,3), celeb_mask (N,H,W,1), face_mask (N,H,W,1)
 _FAST_ATTR = "_dfl_perf_fast_dfm"
+_MEMORY_ATTR = "_dfl_perf_memory"  # on the patched DFMModel class: the installed MemoryManager
 _SCALE = np.float32(255.0)
 
 
@@ -187,7 +190,24 @@ def _fast_for(model: Any) -> Any:
                         model.__dict__.get("_model_path", "this model"), exc)
             fast = False
         model.__dict__[_FAST_ATTR] = fast
+        if fast:
+            _register_pool(model, fast)
     return fast or None
+
+
+def _register_pool(model: Any, fast: FastDFM) -> None:
+    """Put the FastDFM's pool under the installed MemoryManager (``DFLConfig.memory_budget``), for as
+    long as the FastDFM lives (DFL drops a DFMModel when the user switches models)."""
+    memory = getattr(type(model), _MEMORY_ATTR, None)
+    if memory is None:
+        return
+    memory.register(fast.pool)
+    weakref.finalize(fast, _forget_pool, memory, fast.pool)
+
+
+def _forget_pool(memory: Any, pool: Any) -> None:
+    with contextlib.suppress(KeyError):  # already taken off (the manager was closed and dropped it)
+        memory.unregister(pool)
 
 
 def fast_convert(dfm_model: Any, img: np.ndarray, morph_factor: float = DEFAULT_MORPH_FACTOR) -> DFMResult:
@@ -207,8 +227,9 @@ def convert_faces(dfm_model: Any, images: Sequence[np.ndarray], morph_factor: fl
     return fast.convert_batch(images, morph_factor)
 
 
-def patch_dfm_class(module: Any, patcher: Any) -> None:
-    """Point ``module.DFMModel.convert`` at the fast path and add ``convert_batch`` (undone by ``patcher``)."""
+def patch_dfm_class(module: Any, patcher: Any, memory: Any = None) -> None:
+    """Point ``module.DFMModel.convert`` at the fast path and add ``convert_batch`` (undone by ``patcher``);
+    with a ``memory`` manager, each fast path's buffer pool is registered with it."""
     cls = getattr(module, "DFMModel", None)
     if cls is None or not callable(getattr(cls, "convert", None)):
         log.warning("dfl_perf: %s has no DFMModel.convert; fast DFM path not installed", module.__name__)
@@ -228,3 +249,5 @@ def patch_dfm_class(module: Any, patcher: Any) -> None:
     convert.dfl_perf_original = original  # type: ignore[attr-defined]
     patcher.replace(cls, "convert", convert)
     patcher.replace(cls, "convert_batch", convert_batch)
+    if memory is not None:
+        patcher.replace(cls, _MEMORY_ATTR, memory)

@@ -69,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="every process writes its start-up timeline there (default: --meter-dir)")
     p.add_argument("--startup-report", action="store_true",
                    help="print each module's start-up timeline (spawned, imports, sessions, first frames) at exit")
+    p.add_argument("--memory-budget", default=None, metavar="SIZE",
+                   help="per DFL process (2G, 1500M, 25%%): dfl_perf's buffers kept within it, a warning when the "
+                        "process's memory nears it, idle buffers freed past 95%%")
     p.add_argument("--config", default=None, metavar="JSON", help="settings as a JSON object (options above override it)")
     p.add_argument("main_py", metavar="main.py", help="DeepFaceLive's main.py")
     p.add_argument("dfl_args", nargs=argparse.REMAINDER, help="arguments for DeepFaceLive's main.py")
@@ -82,6 +85,7 @@ def config_from_args(args: argparse.Namespace) -> DFLConfig:
         "model_processes": args.model_processes, "intra_op_threads": args.threads,
         "cudnn_conv_algo_search": args.cudnn_search, "cache_dir": args.cache_dir, "meter_dir": args.meter_dir,
         "startup_dir": args.startup_dir,
+        "memory_budget": args.memory_budget,
     }
     data.update({k: v for k, v in overrides.items() if v is not None})
     for flag, key, value in ((args.spinning, "allow_spinning", True), (args.no_cpu_fallback, "cpu_fallback", False),
