@@ -57,6 +57,14 @@ def _benchmark(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.ray is not None:  # Ray code lives in dfl_perf.cluster, imported only here
+        from dfl_perf.cluster.command import main_args as ray_main
+
+        return ray_main(args)
+    if len(args.source) > 1:
+        print("dfl-perf run: several --source need --ray (a local run takes one)", file=sys.stderr)
+        return 2
+    args.source = args.source[0]
     from dfl_perf.headless import main_args
 
     return main_args(args)
@@ -133,7 +141,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="headless face swap: a DFM on a video file or camera, written to a video")
     p.add_argument("--model", metavar="PATH.dfm",
                    help="the DFM (or DFM-shaped ONNX) model (default: the DFM-shaped stand-in, not a real face swap)")
-    p.add_argument("--source", required=True, metavar="VIDEO|INDEX", help="a video file, or a camera index")
+    p.add_argument("--source", required=True, action="append", metavar="VIDEO|INDEX",
+                   help="a video file, or a camera index (with --ray: repeat it, or give a folder)")
     p.add_argument("--output", metavar="OUT.mp4", help="the video to write (.mp4, .avi, .mkv, .mov)")
     p.add_argument("--show", action="store_true", help="show a preview window with the live HUD")
     p.add_argument("--provider", help="execution provider, e.g. cpu, cuda, dml (default: best available)")
@@ -146,6 +155,12 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-budget", metavar="SIZE", help="keep the runner's buffers and cached sessions within "
                    "this much host memory (512M, 2G, 25%%): idle buffers, then unused sessions are freed as they grow")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                   help="run on Ray (pip install \"dfl_perf[ray]\"): no ADDRESS starts a local Ray (or joins "
+                        "RAY_ADDRESS), auto joins this machine's cluster, ray://HOST:10001 uses Ray Client")
+    p.add_argument("--ray-workers", type=int, metavar="N", help="--ray: at most N workers (default: one per CPU)")
+    p.add_argument("--ray-gpus-per-worker", type=float, metavar="G", help="--ray: GPUs per worker (e.g. 1 or 0.5)")
+    p.add_argument("--range-frames", type=int, metavar="N", help="--ray: frames per range (default: about 4 per worker)")
     p.set_defaults(func=_run)
 
     p = sub.add_parser("soak", help="run the optimized pipeline live for a while; exit 1 on leaks, decay or lost frames")

@@ -65,8 +65,11 @@ def _check_folder(output: str) -> None:
 def _open_writer(output: str, fps: float, size: Any) -> Any:
     import cv2
 
-    fourcc = cv2.VideoWriter_fourcc(*_FOURCC[_check_output(output)])
-    writer = cv2.VideoWriter(output, fourcc, fps, size)
+    code = _FOURCC[_check_output(output)]
+    # MJPG through OpenCV's own encoder: every frame coded alone, so a video cut into ranges
+    # (``run --ray``) gives the same bytes as one run; FFmpeg's MJPEG carries rate control across frames
+    api = cv2.CAP_OPENCV_MJPEG if code == "MJPG" else cv2.CAP_ANY
+    writer = cv2.VideoWriter(output, api, cv2.VideoWriter_fourcc(*code), fps, size)
     if not writer.isOpened():
         raise HeadlessError("output %s: OpenCV cannot write this format here (codec %s)"
                             % (output, _FOURCC[Path(output).suffix.lower()]))
