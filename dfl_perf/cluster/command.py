@@ -156,9 +156,9 @@ def run_on_ray(options: RayRunOptions) -> Dict[str, Any]:
     """Run the job; returns its summary (videos written, frames, seconds, FPS, start-up, per-range times)."""
     from dfl_perf.cluster.assemble import SegmentJoiner
 
+    ray = import_ray()
     videos = _plan(options)
     models = _model_paths(options)
-    ray = import_ray()
     t0 = time.perf_counter()
     owns = connect(ray, options)
     from dfl_perf.cluster import job

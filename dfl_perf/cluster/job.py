@@ -25,7 +25,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 import ray
 
 from dfl_perf.cluster.plan import ClusterJobError, FrameRange, VideoPlan
-from dfl_perf.cluster.worker import FrameSwapper, RangeCancelled, SegmentResult, encode_range
+from dfl_perf.cluster.worker import FrameSwapper, RangeCancelled, encode_range, remove_stale_segments
 
 __all__ = ["RangeWorker", "ProgressBoard", "JobStatus", "run_ranges", "start_workers"]
 
@@ -64,6 +64,7 @@ class RangeWorker:
         import cv2
 
         cv2.setNumThreads(max(1, threads))  # the actor's share of the node's cores, not all of them
+        remove_stale_segments()  # left by a worker killed mid-range (this one's predecessor, say)
         detector, dfm = ray.get(models)  # [detector ref, DFM ref]: the driver holds both for the job
         self.swapper = FrameSwapper(detector, dfm, provider=provider, max_faces=max_faces)
         context = ray.get_runtime_context()
@@ -240,7 +241,7 @@ def run_ranges(actors: Sequence[Any], videos: Sequence[VideoPlan], ranges: Seque
     finally:
         if not ok:
             _cancel(board, scheduler)
-            for index, joiner in joiners.items():
+            for joiner in joiners.values():
                 if not joiner.closed:
                     joiner.abort()
         ray.kill(board)

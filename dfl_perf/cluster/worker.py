@@ -20,10 +20,12 @@ import numpy as np
 
 from dfl_perf.cluster.plan import FrameRange
 
-__all__ = ["FrameSwapper", "SegmentResult", "RangeCancelled", "RangeReadError", "encode_range"]
+__all__ = ["FrameSwapper", "SegmentResult", "RangeCancelled", "RangeReadError", "encode_range", "remove_stale_segments"]
 
 #: seconds between two progress reports of a worker
 REPORT_EVERY = 0.25
+#: a range's segment is written in ``<temp>/dfl_perf_range_<pid>_*/`` while it is encoded
+SEGMENT_DIR_PREFIX = "dfl_perf_range_"
 
 
 class RangeReadError(RuntimeError):
@@ -76,6 +78,30 @@ class FrameSwapper:
         return merge_faces(frame, celebs, masks, mats, out=frame)
 
 
+def remove_stale_segments() -> int:
+    """Remove the segment folders of worker processes that are gone (killed mid-range); returns how many."""
+    import glob
+    import shutil
+
+    removed = 0
+    for folder in glob.glob(os.path.join(tempfile.gettempdir(), SEGMENT_DIR_PREFIX + "*_*")):
+        pid = os.path.basename(folder)[len(SEGMENT_DIR_PREFIX):].split("_")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 @dataclass
 class SegmentResult:
     """A range's encoded frames and how it went."""
@@ -120,9 +146,9 @@ def encode_range(rng: FrameRange, fps: float, size: Sequence[int], suffix: str,
 
     started = time.perf_counter()
     what = rng.describe()
-    folder = tempfile.mkdtemp(prefix="dfl_perf_range_")
-    path = os.path.join(folder, "segment%s" % suffix)
     cap = _open_range(rng.source, rng.start, what)
+    folder = tempfile.mkdtemp(prefix="%s%d_" % (SEGMENT_DIR_PREFIX, os.getpid()))
+    path = os.path.join(folder, "segment%s" % suffix)
     writer = None
     done, last_report = 0, started
     try:
