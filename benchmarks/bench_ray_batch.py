@@ -102,13 +102,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("\nlocal dfl-perf run   %6.2f FPS" % local_fps)
         print("--ray (local Ray)    %6.2f FPS   overhead %+.1f%% (target <= 20%%); Ray start-up %.1f s (median)"
               % (ray_fps, 100 * (local_fps / ray_fps - 1), startup))
-        print("outputs: %d frames each, max pixel difference %d" % (local_runs[-1]["frames"], same))
+        segment_bytes = (work / "ray.avi").stat().st_size / max(1, local_runs[-1]["frames"])
+        print("outputs: %d frames each, max pixel difference %d; %.1f kB per frame reach the driver (MJPG)"
+              % (local_runs[-1]["frames"], same, segment_bytes / 1000))
 
         scaling = _scaling(inputs, work, args)
         result = {"machine": info, "frames": args.frames, "range_frames": args.range_frames,
                   "local": local_runs, "ray_local": [_slim(x) for x in ray_runs],
                   "local_fps": local_fps, "ray_fps": ray_fps, "overhead": local_fps / ray_fps - 1,
-                  "startup_seconds": startup, "max_pixel_difference": same, **scaling}
+                  "startup_seconds": startup, "max_pixel_difference": same, "segment_bytes_per_frame": segment_bytes,
+                  **scaling}
         write_json(args.json, result)
     finally:
         shutil.rmtree(str(work), ignore_errors=True)
