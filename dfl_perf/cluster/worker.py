@@ -47,12 +47,10 @@ class FrameSwapper:
         from dfl_perf.devices import select_providers
         from dfl_perf.facepipe.detector import FaceDetector
         from dfl_perf.facepipe.swapper import DFMSwapper
-        from dfl_perf.sessions import MEM_PATTERN_OFF_PROVIDERS, SessionConfig, create_session
+        from dfl_perf.sessions import SessionConfig, create_session
 
         providers = select_providers(provider) if provider else select_providers()
-        config = SessionConfig.tuned(threads=1, providers=providers)
-        if providers[0][0] in MEM_PATTERN_OFF_PROVIDERS:  # as the local runner does
-            config = config.replace(enable_mem_pattern=False)
+        config = SessionConfig.tuned(threads=1, providers=providers)  # the local runner's sessions
         self.detector = FaceDetector(create_session(detector, config))
         self.swapper = DFMSwapper(create_session(dfm, config))
         self.provider = providers[0][0]
