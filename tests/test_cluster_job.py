@@ -33,6 +33,7 @@ from dfl_perf.cluster.plan import ClusterJobError  # noqa: E402
 from dfl_perf.headless import HeadlessOptions, run_headless  # noqa: E402
 
 FRAMES = 24
+LONG = 72  # two ranges of 36: each worker busy for about a second, long enough to be killed mid-range
 STORE = 80 * 2 ** 20
 
 
@@ -70,6 +71,31 @@ def two_nodes(ray_tmp):
 
 
 @pytest.fixture(scope="module")
+def client_address(two_nodes):
+    """Ray Client's proxy in front of the two-node cluster (what ``ray start --head`` runs on port 10001)."""
+    import socket
+    import time
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "ray.util.client.server", "--address", two_nodes.address,
+                               "--host", "127.0.0.1", "--port", str(port), "--mode", "proxy"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline and server.poll() is None, "Ray Client server did not start"
+            time.sleep(0.1)
+    yield "ray://127.0.0.1:%d" % port
+    server.terminate()
+    server.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
 def media(tmp_path_factory, shared_models, shared_media):
     folder = tmp_path_factory.mktemp("media")
     from dfl_perf.facepipe.standin import save_dfm_standin
@@ -77,6 +103,7 @@ def media(tmp_path_factory, shared_models, shared_media):
     return {"dfm": save_dfm_standin(folder / "standin.dfm", cost="5ms"),
             "a": write_video(folder / "a.avi", clip_frames(FRAMES, seed=0)),
             "b": write_video(folder / "b.avi", clip_frames(FRAMES // 2, seed=1)),
+            "long": write_video(folder / "long.avi", clip_frames(LONG, seed=3)),
             "talk": write_video_with_audio(folder / "talk.mp4", clip_frames(FRAMES, seed=2)),
             "folder": folder}
 
@@ -86,7 +113,7 @@ def local_outputs(media, tmp_path_factory):
     """A local ``dfl-perf run`` of each test video."""
     folder = tmp_path_factory.mktemp("local")
     outputs = {}
-    for name in ("a", "b"):
+    for name in ("a", "b", "long"):
         out = folder / ("%s.avi" % name)
         run_headless(HeadlessOptions(model=media["dfm"], source=str(media[name]), output=str(out), progress=False))
         outputs[name] = read_frames(out)
@@ -94,7 +121,7 @@ def local_outputs(media, tmp_path_factory):
 
 
 def _options(media, cluster, **kw):
-    base = dict(model=media["dfm"], sources=[str(media["a"])], output="", address=cluster.address,
+    base = dict(model=media["dfm"], sources=[str(media["a"])], output="", address=cluster and cluster.address,
                 range_frames=8, progress=False)
     base.update(kw)
     return RayRunOptions(**base)
@@ -145,13 +172,14 @@ def test_a_worker_killed_mid_job_the_job_still_completes(media, local_outputs, t
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)
 
-    out = tmp_path / "a.avi"
+    out = tmp_path / "long.avi"
     before = _segment_dirs()
-    summary = run_on_ray(_options(media, two_nodes, output=str(out), range_frames=12, on_status=kill_one))
+    summary = run_on_ray(_options(media, two_nodes, sources=[str(media["long"])], output=str(out), range_frames=36,
+                                  on_status=kill_one))
     assert killed, "no worker was killed: the job ended before the first progress report"
     assert _segment_dirs() <= before, "the killed worker's segment was left (its restart removes it)"
-    assert summary["frames"] == FRAMES
-    assert max_difference(read_frames(out), local_outputs["a"]) <= 2
+    assert summary["frames"] == LONG and summary["retried"] >= 1, summary
+    assert max_difference(read_frames(out), local_outputs["long"]) <= 2
 
 
 @pytest.mark.timeout(240)
@@ -198,3 +226,20 @@ def test_bad_address_unreadable_video_and_missing_ray_are_said(media, tmp_path, 
                 % (media["dfm"], str(media["a"]), str(tmp_path / "o.avi")))
     proc = subprocess.run([sys.executable, "-c", hide_ray], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and 'pip install "dfl_perf[ray]"' in proc.stderr, proc.stderr
+
+
+@pytest.mark.timeout(240)
+def test_ray_client_address(media, local_outputs, client_address, tmp_path):
+    out = tmp_path / "a.avi"
+    statuses = []
+    summary = run_on_ray(_options(media, None, address=client_address, output=str(out), on_status=statuses.append))
+    assert summary["frames"] == FRAMES and summary["nodes"] == 2
+    assert max_difference(read_frames(out), local_outputs["a"]) <= 2
+    done = [s.frames_done for s in statuses]
+    assert done == sorted(done) and all(s.frames_total == FRAMES and s.fps >= 0 for s in statuses)
+    cut = tmp_path / "cut.avi"
+    data = media["a"].read_bytes()
+    cut.write_bytes(data[: int(len(data) * 0.6)])
+    with pytest.raises(ClusterJobError, match=r"cut\.avi, frames \d+-\d+ failed 2 times"):
+        run_on_ray(_options(media, None, address=client_address, sources=[str(cut)], output=str(tmp_path / "c.avi"),
+                            retries=1))

@@ -110,7 +110,7 @@ def connect(ray: Any, options: RayRunOptions) -> bool:
     except Exception as exc:  # ConnectionError, timeouts, version mismatch: Ray's words, one line
         where = "start a local Ray" if address is None else "join Ray at %s" % address
         first = (str(exc).strip().splitlines() or [repr(exc)])[0]
-        raise ClusterJobError("cannot %s: %s" % (where, first)) from None
+        raise ClusterJobError("cannot %s: %s" % (where, first)) from exc
     return True
 
 
@@ -157,11 +157,13 @@ def run_on_ray(options: RayRunOptions) -> Dict[str, Any]:
     from dfl_perf.cluster.assemble import SegmentJoiner
 
     ray = import_ray()
+    # before connecting: the actor is then defined as in a plain driver (so Ray Client keeps its retry options)
+    from dfl_perf.cluster import job
+
     videos = _plan(options)
     models = _model_paths(options)
     t0 = time.perf_counter()
     owns = connect(ray, options)
-    from dfl_perf.cluster import job
 
     actors: List[Any] = []
     try:
@@ -180,8 +182,8 @@ def run_on_ray(options: RayRunOptions) -> Dict[str, Any]:
             return SegmentJoiner(video.output, video.fps, video.source, audio=options.audio)
 
         with _progress(options, total) as on_status:
-            summary = job.run_ranges(actors, videos, ranges, open_joiner, options.retries,
-                                     window=(job.DEPTH + 1) * workers, on_status=on_status, workers_info=info)
+            summary = job.run_ranges(actors, videos, ranges, open_joiner, window=(job.DEPTH + 1) * workers,
+                                     on_status=on_status, workers_info=info)
     finally:
         for actor in actors:
             ray.kill(actor)

@@ -39,11 +39,24 @@ CANCEL_GRACE = 5.0
 
 @ray.remote(num_cpus=0)
 class ProgressBoard:
-    """Frames done per range (the latest report wins, so a retried range counts again from 0)."""
+    """Frames done per range (the latest report wins, so a retried range counts again from 0), and the
+    attempts at each range (Ray's retries included)."""
 
     def __init__(self) -> None:
         self.done: Dict[int, int] = {}
+        self.tries: Dict[int, int] = {}
         self.cancelled = False
+
+    def attempt(self, order: int) -> bool:
+        self.tries[order] = self.tries.get(order, 0) + 1
+        self.done[order] = 0
+        return not self.cancelled
+
+    def attempts(self, order: int) -> int:
+        return self.tries.get(order, 0)
+
+    def retried(self) -> int:
+        return sum(n - 1 for n in self.tries.values() if n > 1)
 
     def report(self, order: int, frames: int) -> bool:
         self.done[order] = frames
@@ -79,6 +92,8 @@ class RangeWorker:
         def report(frames: int) -> bool:
             return ray.get(board.report.remote(rng.order, frames))
 
+        if not ray.get(board.attempt.remote(rng.order)):
+            return {"order": rng.order, "cancelled": True}, b""
         try:
             result = encode_range(rng, fps, size, suffix, self.swapper, report, self.node)
         except RangeCancelled:
@@ -167,7 +182,7 @@ class _Scheduler:
             self.load[worker] += 1
             self.submitted += 1
 
-    def collect(self, timeout: float, retries: int) -> None:
+    def collect(self, timeout: float) -> None:
         """Wait up to ``timeout`` for finished ranges; a range that failed after its retries fails the job."""
         if not self.pending:
             return
@@ -179,8 +194,10 @@ class _Scheduler:
             try:
                 meta = ray.get(ref)
             except ray.exceptions.RayError as exc:
-                raise ClusterJobError("%s failed %d times, the job is stopped: %s"
-                                      % (rng.describe(), retries + 1, _cause(exc))) from None
+                tries = ray.get(self.board.attempts.remote(rng.order))
+                raise ClusterJobError("%s failed %s, the job is stopped: %s"
+                                      % (rng.describe(), "once" if tries <= 1 else "%d times" % tries,
+                                         _cause(exc))) from None
             self.done[rng.order] = (meta, data, rng)
 
     def next_segment(self) -> Optional[Tuple[Dict[str, Any], Any, FrameRange]]:
@@ -195,7 +212,7 @@ class _Scheduler:
 
 
 def run_ranges(actors: Sequence[Any], videos: Sequence[VideoPlan], ranges: Sequence[FrameRange],
-               open_joiner: Callable[[VideoPlan], Any], retries: int, window: int,
+               open_joiner: Callable[[VideoPlan], Any], window: int,
                on_status: Optional[Callable[[JobStatus], None]] = None,
                workers_info: Optional[List[Dict[str, Any]]] = None) -> Dict[str, Any]:
     """Process every range on ``actors`` and join the segments in order into one output per video.
@@ -218,7 +235,7 @@ def run_ranges(actors: Sequence[Any], videos: Sequence[VideoPlan], ranges: Seque
     try:
         while scheduler.written < len(ranges):
             scheduler.submit()
-            scheduler.collect(POLL_EVERY, retries)
+            scheduler.collect(POLL_EVERY)
             item = scheduler.next_segment()
             while item is not None:
                 meta, data, rng = item
@@ -238,6 +255,7 @@ def run_ranges(actors: Sequence[Any], videos: Sequence[VideoPlan], ranges: Seque
                 done = max(frames_written, ray.get(board.total.remote()))
                 on_status(JobStatus(min(done, total), total, now - started, workers_info or []))
         ok = True
+        retried = ray.get(board.retried.remote())
     finally:
         if not ok:
             _cancel(board, scheduler)
@@ -247,7 +265,7 @@ def run_ranges(actors: Sequence[Any], videos: Sequence[VideoPlan], ranges: Seque
         ray.kill(board)
     seconds = time.perf_counter() - started
     return {"videos": finished, "frames": frames_written, "seconds": seconds,
-            "fps": frames_written / seconds if seconds > 0 else 0.0, "range_seconds": range_seconds,
+            "fps": frames_written / seconds if seconds > 0 else 0.0, "range_seconds": range_seconds, "retried": retried,
             "driver_cpu_seconds": time.process_time() - cpu_started}
 
 
