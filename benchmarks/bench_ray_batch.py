@@ -106,11 +106,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("outputs: %d frames each, max pixel difference %d; %.1f kB per frame reach the driver (MJPG)"
               % (local_runs[-1]["frames"], same, segment_bytes / 1000))
 
+        io = _decode_encode_per_frame(inputs, args.range_frames)
+        print("decode + encode alone (no swap), one range in one process: %.1f ms per frame" % (1000 * io))
         scaling = _scaling(inputs, work, args)
         result = {"machine": info, "frames": args.frames, "range_frames": args.range_frames,
                   "local": local_runs, "ray_local": [_slim(x) for x in ray_runs],
                   "local_fps": local_fps, "ray_fps": ray_fps, "overhead": local_fps / ray_fps - 1,
                   "startup_seconds": startup, "max_pixel_difference": same, "segment_bytes_per_frame": segment_bytes,
+                  "decode_encode_seconds_per_frame": io,
                   **scaling}
         write_json(args.json, result)
     finally:
@@ -152,6 +155,23 @@ def _scaling(inputs: Dict[str, str], work: Path, args: argparse.Namespace) -> Di
                         "one": [_slim(x) for x in runs[1]], "two": [_slim(x) for x in runs[2]]},
             "worker_seconds_per_frame": per_frame, "worker_seconds_per_frame_alone": per_frame_one,
             "driver_cpu_per_frame": driver, "driver_core_share": share}
+
+
+def _decode_encode_per_frame(inputs: Dict[str, str], range_frames: int) -> float:
+    """A worker's floor whatever the device: one range decoded and encoded with no swap (median of 3)."""
+    import cv2
+
+    from dfl_perf.cluster.plan import FrameRange
+    from dfl_perf.cluster.worker import encode_range
+
+    size = (int(SIZE[0]), int(SIZE[1]))
+    cv2.setNumThreads(1)  # as in a worker
+    try:
+        times = [encode_range(FrameRange(0, 0, inputs["video"], 0, range_frames, False), 30.0, size, ".avi",
+                              lambda frame: frame).seconds / range_frames for _ in range(3)]
+    finally:
+        cv2.setNumThreads(-1)
+    return median(times)
 
 
 def _slim(summary: Dict[str, Any]) -> Dict[str, Any]:
