@@ -134,6 +134,7 @@ def test_local_ray_gives_the_local_runs_frames(media, local_outputs, tmp_path, r
                                        range_frames=7, local_cpus=2, object_store_mb=100, progress=False))
     assert not ray.is_initialized(), "the job must shut down the Ray it started"
     assert summary["frames"] == FRAMES and summary["ranges"] == 4 and len(summary["workers"]) == 2
+    assert summary["peak_ranges_held"] <= 3 * 2  # back-pressure: (DEPTH + 1) ranges per worker at most
     assert max_difference(read_frames(out), local_outputs["a"]) <= 2
     assert summary["startup_seconds"] > 0 and len(summary["range_seconds"]) == 4
 

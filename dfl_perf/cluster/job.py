@@ -168,6 +168,7 @@ class _Scheduler:
         self.done: Dict[int, Tuple[Dict[str, Any], Any, FrameRange]] = {}  # order -> (meta, data ref, range)
         self.submitted = 0
         self.written = 0
+        self.peak_held = 0  # most ranges submitted and not yet written at once (<= window)
 
     def submit(self) -> None:
         while self.queue and self.submitted - self.written < self.window:
@@ -181,6 +182,7 @@ class _Scheduler:
             self.pending[meta] = (rng, worker, data)
             self.load[worker] += 1
             self.submitted += 1
+            self.peak_held = max(self.peak_held, self.submitted - self.written)
 
     def collect(self, timeout: float) -> None:
         """Wait up to ``timeout`` for finished ranges; a range that failed after its retries fails the job."""
@@ -211,6 +213,37 @@ class _Scheduler:
         return list(self.pending)
 
 
+class _Outputs:
+    """The outputs being joined: one ``SegmentJoiner`` per video, opened at its first segment."""
+
+    def __init__(self, videos: Sequence[VideoPlan], open_joiner: Callable[[VideoPlan], Any]) -> None:
+        self.videos, self.open_joiner = videos, open_joiner
+        self.joiners: Dict[int, Any] = {}
+        self.finished: List[Dict[str, Any]] = []
+        self.range_seconds: List[float] = []
+        self.frames = 0
+
+    def write(self, meta: Dict[str, Any], data: Any, rng: FrameRange) -> None:
+        """Join one range's segment (fetched from the object store now); close the video after its last."""
+        video = self.videos[rng.video]
+        if rng.video not in self.joiners:
+            self.joiners[rng.video] = self.open_joiner(video)
+        joiner = self.joiners[rng.video]
+        joiner.add(ray.get(data), meta["frames"])
+        self.frames += meta["frames"]
+        self.range_seconds.append(meta["seconds"])
+        if rng.to_end or rng.stop >= video.frames:
+            joiner.close()
+            self.finished.append({"source": video.source, "output": video.output, "frames": joiner.frames,
+                                  "audio": joiner.audio_note})
+
+    def abort(self) -> None:
+        """Remove every output not finished."""
+        for joiner in self.joiners.values():
+            if not joiner.closed:
+                joiner.abort()
+
+
 def run_ranges(actors: Sequence[Any], videos: Sequence[VideoPlan], ranges: Sequence[FrameRange],
                open_joiner: Callable[[VideoPlan], Any], window: int,
                on_status: Optional[Callable[[JobStatus], None]] = None,
@@ -223,14 +256,9 @@ def run_ranges(actors: Sequence[Any], videos: Sequence[VideoPlan], ranges: Seque
     """
     board = ProgressBoard.remote()
     scheduler = _Scheduler(actors, ranges, videos, board, window)
+    outputs = _Outputs(videos, open_joiner)
     total = sum(v.frames for v in videos)
-    joiners: Dict[int, Any] = {}
-    finished: List[Dict[str, Any]] = []
-    range_seconds: List[float] = []
-    started = time.perf_counter()
-    cpu_started = time.process_time()
-    frames_written = 0
-    last_poll = 0.0
+    started, cpu_started, last_poll = time.perf_counter(), time.process_time(), 0.0
     ok = False
     try:
         while scheduler.written < len(ranges):
@@ -238,34 +266,24 @@ def run_ranges(actors: Sequence[Any], videos: Sequence[VideoPlan], ranges: Seque
             scheduler.collect(POLL_EVERY)
             item = scheduler.next_segment()
             while item is not None:
-                meta, data, rng = item
-                video = videos[rng.video]
-                joiner = joiners.get(rng.video) or joiners.setdefault(rng.video, open_joiner(video))
-                joiner.add(ray.get(data), meta["frames"])
-                frames_written += meta["frames"]
-                range_seconds.append(meta["seconds"])
-                if rng.to_end or rng.stop >= video.frames:
-                    joiner.close()
-                    finished.append({"source": video.source, "output": video.output, "frames": joiner.frames,
-                                     "audio": joiner.audio_note})
+                outputs.write(*item)
                 item = scheduler.next_segment()
             now = time.perf_counter()
             if on_status is not None and now - last_poll >= POLL_EVERY:
                 last_poll = now
-                done = max(frames_written, ray.get(board.total.remote()))
+                done = max(outputs.frames, ray.get(board.total.remote()))
                 on_status(JobStatus(min(done, total), total, now - started, workers_info or []))
-        ok = True
         retried = ray.get(board.retried.remote())
+        ok = True
     finally:
         if not ok:
             _cancel(board, scheduler)
-            for joiner in joiners.values():
-                if not joiner.closed:
-                    joiner.abort()
+            outputs.abort()
         ray.kill(board)
     seconds = time.perf_counter() - started
-    return {"videos": finished, "frames": frames_written, "seconds": seconds,
-            "fps": frames_written / seconds if seconds > 0 else 0.0, "range_seconds": range_seconds, "retried": retried,
+    return {"videos": outputs.finished, "frames": outputs.frames, "seconds": seconds,
+            "fps": outputs.frames / seconds if seconds > 0 else 0.0, "range_seconds": outputs.range_seconds,
+            "retried": retried, "peak_ranges_held": scheduler.peak_held,
             "driver_cpu_seconds": time.process_time() - cpu_started}
 
 
