@@ -21,7 +21,7 @@ FRAMES = 30
 
 
 @pytest.fixture(scope="module")
-def frames(shared_media):
+def frames():
     return clip_frames(FRAMES)
 
 

@@ -33,7 +33,7 @@ from dfl_perf.cluster.plan import ClusterJobError  # noqa: E402
 from dfl_perf.headless import HeadlessOptions, run_headless  # noqa: E402
 
 FRAMES = 24
-LONG = 72  # two ranges of 36: each worker busy for about a second, long enough to be killed mid-range
+LONG = 120  # two ranges of 60: each worker busy for a second or more, long enough to be killed mid-range
 STORE = 80 * 2 ** 20
 
 
@@ -96,7 +96,7 @@ def client_address(two_nodes):
 
 
 @pytest.fixture(scope="module")
-def media(tmp_path_factory, shared_models, shared_media):
+def media(tmp_path_factory):
     folder = tmp_path_factory.mktemp("media")
     from dfl_perf.facepipe.standin import save_dfm_standin
 
@@ -175,8 +175,8 @@ def test_a_worker_killed_mid_job_the_job_still_completes(media, local_outputs, t
 
     out = tmp_path / "long.avi"
     before = _segment_dirs()
-    summary = run_on_ray(_options(media, two_nodes, sources=[str(media["long"])], output=str(out), range_frames=36,
-                                  on_status=kill_one))
+    summary = run_on_ray(_options(media, two_nodes, sources=[str(media["long"])], output=str(out),
+                                  range_frames=LONG // 2, on_status=kill_one))
     assert killed, "no worker was killed: the job ended before the first progress report"
     assert _segment_dirs() <= before, "the killed worker's segment was left (its restart removes it)"
     assert summary["frames"] == LONG and summary["retried"] >= 1, summary
@@ -211,7 +211,7 @@ def test_ctrl_c_cancels_and_removes_partial_outputs(media, two_nodes, tmp_path):
     assert not ray.is_initialized()
 
 
-def test_bad_address_unreadable_video_and_missing_ray_are_said(media, tmp_path, ray_tmp):
+def test_bad_address_and_unreadable_video_are_said(media, tmp_path, ray_tmp):
     with pytest.raises(ClusterJobError, match="cannot reach Ray at 127.0.0.1:9"):
         run_on_ray(RayRunOptions(model=media["dfm"], sources=[str(media["a"])], output=str(tmp_path / "o.avi"),
                                  address="127.0.0.1:9"))
@@ -222,11 +222,6 @@ def test_bad_address_unreadable_video_and_missing_ray_are_said(media, tmp_path, 
     corrupt.write_bytes(os.urandom(4096))
     with pytest.raises(ClusterJobError, match="cannot open video file .*corrupt.mp4"):
         run_on_ray(RayRunOptions(model=media["dfm"], sources=[str(corrupt)], output=str(tmp_path / "o.mp4")))
-    hide_ray = ("import sys; sys.modules['ray'] = None; from dfl_perf.cli import main; "
-                "sys.exit(main(['run', '--ray', '--model', %r, '--source', %r, '--output', %r, '--no-progress']))"
-                % (media["dfm"], str(media["a"]), str(tmp_path / "o.avi")))
-    proc = subprocess.run([sys.executable, "-c", hide_ray], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and 'pip install "dfl_perf[ray]"' in proc.stderr, proc.stderr
 
 
 @pytest.mark.timeout(240)

@@ -91,7 +91,7 @@ def test_default_range_frames_is_bounded():
     assert default_range_frames(800, 2) == 100  # four ranges per worker
 
 
-def test_probe_reads_count_rate_size(tmp_path, shared_media):
+def test_probe_reads_count_rate_size(tmp_path):
     from cluster_media import clip_frames, write_video
 
     pytest.importorskip("onnxruntime")

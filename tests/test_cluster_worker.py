@@ -33,7 +33,7 @@ def dfm(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def video(tmp_path_factory, shared_models, shared_media):
+def video(tmp_path_factory):
     return write_video(tmp_path_factory.mktemp("video") / "in.avi", clip_frames(FRAMES))
 
 
@@ -41,7 +41,7 @@ def video(tmp_path_factory, shared_models, shared_media):
 def swapper(dfm):
     from dfl_perf.facepipe.models import model_path
 
-    return FrameSwapper(model_path("yunet_n_320_320").read_bytes(), dfm)
+    return FrameSwapper(model_path("yunet_n_320_320").read_bytes(), dfm)  # the embedded detector
 
 
 @pytest.fixture(scope="module")

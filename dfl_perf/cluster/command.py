@@ -8,6 +8,7 @@ joined); ``auto`` joins the cluster running on this machine; ``HOST:PORT`` a clu
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -32,11 +33,13 @@ __all__ = ["RayRunOptions", "run_on_ray", "import_ray", "main_args", "format_sum
 EXTRA_HINT = 'pip install "dfl_perf[ray]"'
 #: seconds to wait for the workers to start and load their sessions
 WORKER_START_TIMEOUT = 300.0
+#: tries at a Ray Client session (ray://) before the job gives up
+CLIENT_ATTEMPTS = 3
 
 
 @dataclass
 class RayRunOptions:
-    model: str
+    model: Optional[str]  # None: the DFM-shaped stand-in (as for a local run)
     sources: List[str]
     output: str
     address: Optional[str] = None
@@ -104,7 +107,7 @@ def connect(ray: Any, options: RayRunOptions) -> bool:
         else:
             if address != "auto":
                 _check_reachable(address)
-            ray.init(address=address, **quiet)
+            _join(ray, address, quiet)
     except ClusterJobError:
         raise
     except Exception as exc:  # ConnectionError, timeouts, version mismatch: Ray's words, one line
@@ -114,12 +117,25 @@ def connect(ray: Any, options: RayRunOptions) -> bool:
     return True
 
 
+def _join(ray: Any, address: str, quiet: Dict[str, Any], attempts: int = CLIENT_ATTEMPTS) -> None:
+    """``ray.init(address)``; Ray Client is tried again when its server fails to start a session for
+    us (it starts a process per client, which can time out on a busy head node)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(address=address, **quiet)
+            return
+        except ConnectionAbortedError:
+            if not address.startswith("ray://") or attempt == attempts:
+                raise
+            time.sleep(2.0 * attempt)
+
+
 def _plan(options: RayRunOptions) -> List[VideoPlan]:
     from dfl_perf.headless import _FOURCC, _check_output
 
     if options.max_frames is not None and options.max_frames < 1:
         raise ClusterJobError("--max-frames must be at least 1, got %d" % options.max_frames)
-    if not Path(options.model).is_file():
+    if options.model is not None and not Path(options.model).is_file():
         raise ClusterJobError("model not found: %s" % options.model)
     sources = expand_sources(options.sources)
     outputs = output_paths(sources, options.output, sorted(_FOURCC))
@@ -137,7 +153,8 @@ def _model_paths(options: RayRunOptions) -> List[Path]:
     """[detector, DFM]: files on the driver, sent to the workers through the object store."""
     from dfl_perf.facepipe.workload import Workload
 
-    return [Path(Workload(detector=options.detector).detector_path()), Path(options.model)]
+    workload = Workload(detector=options.detector, dfm=options.model)
+    return [Path(workload.detector_path()), Path(workload.dfm_path())]
 
 
 def _worker_count(ray: Any, options: RayRunOptions) -> int:
@@ -247,4 +264,8 @@ def main_args(args: Any) -> int:
         print("dfl-perf run --ray: %s" % exc, file=sys.stderr)
         return 2
     print(format_summary(summary))
+    if getattr(args, "json", None):
+        with open(args.json, "w") as fh:
+            json.dump(summary, fh, indent=2, default=str)
+        print("wrote %s" % args.json)
     return 0

@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from dfl_perf.buffers.dfm import DEFAULT_MORPH_FACTOR
 from dfl_perf.cluster.plan import FrameRange
 
 __all__ = ["FrameSwapper", "SegmentResult", "RangeCancelled", "RangeReadError", "encode_range", "remove_stale_segments"]
@@ -40,22 +41,23 @@ class FrameSwapper:
     """One frame in, the same frame with its faces swapped out; sessions built once.
 
     ``detector``/``dfm``: model bytes or paths. ``provider``: as for ``dfl-perf run`` (None: best).
+    The steps and their settings are the local runner's (``OptimizedRunner``): tuned sessions with
+    one thread, the DFM through ``DFMRunner`` with IOBinding, the face quantised in crop space.
     """
 
     def __init__(self, detector: Any, dfm: Any, provider: Optional[str] = None, max_faces: int = 1,
-                 coverage: float = 2.2, morph_factor: float = 0.75) -> None:
+                 coverage: float = 2.2, morph_factor: float = DEFAULT_MORPH_FACTOR) -> None:
+        from dfl_perf.buffers import DFMRunner
         from dfl_perf.devices import select_providers
         from dfl_perf.facepipe.detector import FaceDetector
-        from dfl_perf.facepipe.swapper import DFMSwapper
         from dfl_perf.sessions import SessionConfig, create_session
 
         providers = select_providers(provider) if provider else select_providers()
         config = SessionConfig.tuned(threads=1, providers=providers)  # the local runner's sessions
         self.detector = FaceDetector(create_session(detector, config))
-        self.swapper = DFMSwapper(create_session(dfm, config))
+        self.dfm = DFMRunner(create_session(dfm, config))
         self.provider = providers[0][0]
-        self.max_faces, self.coverage = max_faces, coverage
-        self.morph_factor = morph_factor if self.swapper.has_morph else None
+        self.max_faces, self.coverage, self.morph_factor = max_faces, coverage, morph_factor
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         """Swap the faces of ``frame`` (H, W, 3) uint8 BGR, in place; returns it."""
@@ -64,16 +66,18 @@ class FrameSwapper:
         from dfl_perf.facepipe.align import align_matrix, warp_face
         from dfl_perf.facepipe.merge import merge_faces
 
-        res = self.swapper.resolution
+        res = self.dfm.resolution
         faces = self.detector.detect(frame)[: self.max_faces]
         if not faces:
             return frame
         mats = [align_matrix(face.keypoints, res, self.coverage) for face in faces]
-        crops = np.stack([warp_face(frame, m, res) for m in mats])
-        celeb, celeb_mask, face_mask = self.swapper.swap(crops, self.morph_factor)
-        masks = celeb_mask[..., 0] * face_mask[..., 0]
-        celebs = [cv2.convertScaleAbs(face, alpha=255.0) for face in celeb]  # quantised in crop space
+        out = self.dfm.run(np.stack([warp_face(frame, m, res) for m in mats]), self.morph_factor)
+        masks = out.celeb_face_mask[..., 0] * out.face_mask[..., 0]
+        celebs = [cv2.convertScaleAbs(face, alpha=255.0) for face in out.celeb_face]  # quantised in crop space
         return merge_faces(frame, celebs, masks, mats, out=frame)
+
+    def close(self) -> None:
+        self.dfm.close()
 
 
 def remove_stale_segments() -> int:
