@@ -218,7 +218,7 @@ class _progress:
         from dfl_perf.progress import ProgressBar
 
         self.user = options.on_status
-        self.bar = ProgressBar("run --ray", total, enabled=None if options.progress else False)
+        self.bar = ProgressBar("run --ray", total, enabled=None if options.progress else False, unit="frame")
 
     def __call__(self, status: Any) -> None:
         self.bar.update(status.frames_done, "frames %.1f FPS" % status.fps)
