@@ -221,7 +221,7 @@ class _progress:
         self.bar = ProgressBar("run --ray", total, enabled=None if options.progress else False, unit="frame")
 
     def __call__(self, status: Any) -> None:
-        self.bar.update(status.frames_done, "frames %.1f FPS" % status.fps)
+        self.bar.update(status.frames_done, "%.1f FPS on the cluster" % status.fps)
         if self.user is not None:
             self.user(status)
 
