@@ -86,7 +86,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     print("ray %s" % ray.__version__)
     work = Path(tempfile.mkdtemp(prefix="bench_ray_"))
-    os.environ.setdefault("RAY_TMPDIR", tempfile.mkdtemp(prefix="bray", dir="/tmp"))
+    ray_tmp = None
+    if "RAY_TMPDIR" not in os.environ:  # a private one: never another Ray's address file
+        ray_tmp = os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="bray", dir="/tmp")
     try:
         inputs = _make_inputs(work, args.frames)
         local_runs, ray_runs = [], []
@@ -122,6 +124,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         write_json(args.json, result)
     finally:
         shutil.rmtree(str(work), ignore_errors=True)
+        if ray_tmp is not None:
+            shutil.rmtree(ray_tmp, ignore_errors=True)
     return 0
 
 
