@@ -8,7 +8,7 @@ the stream is not a terminal unless asked for.
 from __future__ import annotations
 
 import sys
-from typing import Optional, TextIO
+from typing import Any, Optional, TextIO
 
 __all__ = ["ProgressBar"]
 
@@ -22,14 +22,14 @@ class ProgressBar:
 
     def __init__(self, label: str, total: float, stream: Optional[TextIO] = None, enabled: Optional[bool] = None,
                  unit: str = "it", unit_scale: bool = False) -> None:
-        from tqdm import tqdm
-
         stream = stream if stream is not None else sys.stderr
         if enabled is None:
             enabled = bool(getattr(stream, "isatty", lambda: False)())
         self.total = total
-        self._bar = tqdm(total=total or None, desc=label, file=stream, disable=not enabled, mininterval=0.1,
-                         unit=unit, unit_scale=unit_scale, dynamic_ncols=True)
+        # miniters=1: every update checks the clock (mininterval keeps redraws to 10 a second), so the
+        # bar needs no tqdm_monitor thread to catch up after a slow stretch
+        self._bar = _tqdm_class()(total=total or None, desc=label, file=stream, disable=not enabled, mininterval=0.1,
+                                  miniters=1, unit=unit, unit_scale=unit_scale, dynamic_ncols=True)
 
     @property
     def value(self) -> float:
@@ -52,3 +52,21 @@ class ProgressBar:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_TQDM_CLASS = None
+
+
+def _tqdm_class() -> Any:
+    """tqdm without its monitor thread. tqdm starts ``tqdm_monitor`` (a thread that wakes every 10 s,
+    forever) for every new bar, a disabled one too, and stops it only when an enabled bar closes:
+    a bar off a terminal would leave it running in the host app. The subclass never starts it."""
+    global _TQDM_CLASS
+    if _TQDM_CLASS is None:
+        from tqdm import tqdm
+
+        class _Tqdm(tqdm):
+            monitor_interval = 0
+
+        _TQDM_CLASS = _Tqdm
+    return _TQDM_CLASS

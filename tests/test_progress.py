@@ -36,3 +36,21 @@ def test_no_bar_off_a_terminal_unless_asked():
         bar.update(5, note="done")
         bar.close()
     assert quiet.getvalue() == "" and off.getvalue() == ""
+
+
+def test_bars_leave_no_thread_running():
+    # in a fresh interpreter: tqdm's monitor thread, once started by an earlier test, never ends
+    import subprocess
+    import sys
+
+    script = (
+        "import io, threading\n"
+        "from dfl_perf.progress import ProgressBar\n"
+        "for enabled in (False, True, None):\n"
+        "    with ProgressBar('run', 5, stream=io.StringIO(), enabled=enabled) as bar:\n"
+        "        bar.update(5)\n"
+        "print(sorted(t.name for t in threading.enumerate()))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['MainThread']", done.stdout
