@@ -12,10 +12,10 @@ network, this script:
    The host code is untouched. A note inside the package (``PRUNED.txt``) says what was removed;
 3. leaves out ``libonnxruntime.so`` (the C API library, which the Python module does not load);
 4. packs the package as ``ort-gpu.tar.xz`` (unpacks to ``site/``; about 60 MB instead of 256);
-5. copies what the check reads beside it (YuNet-n and the face photo, from ``DFL_PERF_SHARED``);
-6. fails if the folder and the checkout together would pass the 64 MiB a call may carry.
+5. fails if the folder and the checkout together would pass the 64 MiB a call may carry.
 
-Nothing else is missing there: onnxruntime-gpu's own needs (numpy, protobuf, flatbuffers,
+Nothing else is missing there: the check's models are built with ``onnx`` or ship in the package
+(YuNet-n, the face photo), and onnxruntime-gpu's own needs (numpy, protobuf, flatbuffers,
 packaging) and dfl_perf's (psutil, onnx, opencv-python-headless, nvidia-ml-py, pytest,
 pytest-timeout, hypothesis) are in the machine's image (KINDS.md's package list).
 
@@ -29,7 +29,6 @@ import argparse
 import io
 import lzma
 import os
-import shutil
 import struct
 import subprocess
 import sys
@@ -37,7 +36,7 @@ import tarfile
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 REPO = Path(__file__).resolve().parent.parent
 ORT_VERSION = "1.31.1"  # built for CUDA 13.0 (the machine's libraries); 1.31.x is the newest for cp312
@@ -45,14 +44,12 @@ PYTHON_VERSION = "3.12"
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
 LIMIT_BYTES = 64 << 20  # what one device call may carry, checkout included
 ARCHIVE = "ort-gpu.tar.xz"
-CARRIED_MODELS = ("models/yunet_n_320_320.onnx", "media/astronaut.png")
 FATBIN_MAGIC = 0xBA55ED50
 CUBIN, PTX = 2, 1
 
 RUN_COMMAND = (
-    "tar -xJf .whl/ort-gpu.tar.xz -C /tmp && export PYTHONPATH=/tmp/site DFL_PERF_MODEL_MIRROR=$PWD/.whl/models "
-    "DFL_PERF_SHARED=$PWD/.whl && PYTHONUNBUFFERED=1 python3 benchmarks/gpu_check.py --json $OUT/gpu_check.json "
-    "2>&1 | tee $OUT/gpu_check.log"
+    "tar -xJf .whl/ort-gpu.tar.xz -C /tmp && PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 "
+    "python3 benchmarks/gpu_check.py --json $OUT/gpu_check.json 2>&1 | tee $OUT/gpu_check.log"
 )
 
 
@@ -179,18 +176,6 @@ def checkout_bytes(repo: Path) -> int:
     return sum((repo / f).stat().st_size for f in out.decode().split("\0") if f and (repo / f).is_file())
 
 
-def copy_models(dest: Path, shared: Path, names: Sequence[str] = CARRIED_MODELS) -> List[str]:
-    copied = []
-    for rel in names:
-        src = shared / rel
-        if not src.is_file():
-            raise SystemExit("%s not found: set DFL_PERF_SHARED to the folder holding models/ and media/" % src)
-        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(str(src), str(dest / rel))
-        copied.append(rel)
-    return copied
-
-
 def folder_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
@@ -219,12 +204,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     wheel = download_wheel(download, args.ort_version, args.python_version)
     print("packing %s (sm_%d only) into %s ..." % (wheel.name, args.sm, dest / ARCHIVE), flush=True)
     stats = pack(wheel, dest / ARCHIVE, args.sm)
-    shared = Path(os.environ.get("DFL_PERF_SHARED", str(REPO.parent / "shared")))
-    copied = copy_models(dest, shared)
     carried, tree = folder_bytes(dest), checkout_bytes(REPO)
     print("fat binary: %s" % stats)
-    print("carried %s: %.1f MiB (%s, %s); checkout %.1f MiB; limit 64 MiB"
-          % (dest.name, carried / 2**20, ARCHIVE, ", ".join(copied), tree / 2**20))
+    print("carried %s: %.1f MiB (everything in it travels); checkout %.1f MiB; limit 64 MiB"
+          % (dest.name, carried / 2**20, tree / 2**20))
     if carried + tree > LIMIT_BYTES:
         print("TOO BIG for one device call: %.1f MiB > 64 MiB" % ((carried + tree) / 2**20), file=sys.stderr)
         return 1
