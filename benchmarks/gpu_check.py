@@ -147,7 +147,7 @@ def run_part(name: str, seconds: float, workdir: Path, env: Dict[str, str], rehe
     """One part in a fresh process, time-boxed; its result, also when it hung or crashed."""
     out = workdir / ("%s.json" % name)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--part", name, "--out", str(out),
-           "--workdir", str(workdir)] + (["--rehearse"] if rehearse else [])
+           "--workdir", str(workdir), "--deadline", "%.3f" % (time.time() + seconds)] + (["--rehearse"] if rehearse else [])
     code, output, elapsed = run_boxed(cmd, seconds, env, cwd=str(REPO))
     result: Dict[str, Any] = {}
     if out.is_file():
@@ -252,8 +252,9 @@ def _skipped(json_path: Optional[str], report: Dict[str, Any], probe: Dict[str, 
 class Part:
     """What a part's process has: where to write, the device under test, and the result so far."""
 
-    def __init__(self, name: str, out: Path, workdir: Path, rehearse: bool) -> None:
+    def __init__(self, name: str, out: Path, workdir: Path, rehearse: bool, deadline: float = 0.0) -> None:
         self.name = name
+        self.deadline = deadline or time.time() + 3600
         self.out = out
         self.workdir = workdir
         self.rehearse = rehearse
@@ -266,6 +267,12 @@ class Part:
         self.result["checks"].append({"check": name, "ok": bool(ok), "detail": detail})
         self.save()
         return bool(ok)
+
+    def box(self, seconds: float) -> float:
+        """A time box for a command this part runs: ``seconds``, cut to end before the part's own box
+        does (the part's box kills only its own process group; a command in a group of its own must
+        be stopped by its own box first)."""
+        return max(1.0, min(seconds, self.deadline - time.time() - 3.0))
 
     def skip(self, reason: str) -> None:
         self.result["status"] = "skipped"
@@ -429,7 +436,7 @@ def part_pytest_gpu(p: Part) -> None:
     junit = p.workdir / "pytest_gpu.xml"
     cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", "-rs",
            "--junitxml", str(junit), "tests"]
-    code, output, seconds = run_boxed(cmd, 140.0, cwd=str(REPO))
+    code, output, seconds = run_boxed(cmd, p.box(140.0), cwd=str(REPO))
     tests = read_junit(junit) if junit.is_file() else []
     counts = {k: sum(1 for t in tests if t["outcome"] == k) for k in ("passed", "failed", "error", "skipped")}
     p.result.update(exit_code=code, tests=tests, counts=counts, output_tail=output[-2500:])
@@ -630,7 +637,7 @@ def part_tensorrt(p: Part) -> None:
     runs = []
     for label in ("cold", "warm"):
         code, output, seconds = run_boxed([sys.executable, str(Path(__file__).resolve()), "--trt-once", str(model),
-                                           str(cache)], 65.0, cwd=str(REPO))
+                                           str(cache)], p.box(65.0), cwd=str(REPO))
         line = [ln for ln in output.splitlines() if ln.startswith("{")]
         if code != 0 or not line:
             p.result["log_tail"] = output[-2500:]
@@ -684,7 +691,7 @@ def part_device_memory(p: Part) -> None:
     p.result["note"] = "NVML's device-wide used memory; nothing else runs on the lent GPU"
     for mode in MEMORY_MODES:
         code, output, seconds = run_boxed([sys.executable, str(Path(__file__).resolve()), "--memory-once", mode,
-                                           canonical_provider(p.provider)], 45.0, cwd=str(REPO))
+                                           canonical_provider(p.provider)], p.box(45.0), cwd=str(REPO))
         line = [ln for ln in output.splitlines() if ln.startswith("{")]
         if code != 0 or not line:
             modes[mode] = {"error": "exit %s after %.0f s" % (code, seconds), "log_tail": output[-1500:]}
@@ -751,7 +758,7 @@ def part_benchmark(p: Part) -> None:
     report_path = p.workdir / "benchmark.json"
     cmd = [sys.executable, "-m", "dfl_perf.cli", "benchmark", "--quick", "--no-progress", "--provider", p.provider,
            "--json", str(report_path)]
-    code, output, seconds = run_boxed(cmd, 230.0, cwd=str(REPO))
+    code, output, seconds = run_boxed(cmd, p.box(230.0), cwd=str(REPO))
     p.result.update(exit_code=code, table=output[-2500:])
     if not report_path.is_file():
         p.check("dfl-perf benchmark --quick wrote its report", False, "exit %s after %.0f s" % (code, seconds))
@@ -779,9 +786,9 @@ PART_FUNCTIONS: Dict[str, Callable[[Part], None]] = {
 }
 
 
-def run_part_here(name: str, out: Path, workdir: Path, rehearse: bool) -> int:
+def run_part_here(name: str, out: Path, workdir: Path, rehearse: bool, deadline: float = 0.0) -> int:
     """The body of a part's process: run it, record an exception as the part's error."""
-    part = Part(name, out, workdir, rehearse)
+    part = Part(name, out, workdir, rehearse, deadline)
     part.save()
     try:
         PART_FUNCTIONS[name](part)
@@ -805,11 +812,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--part", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
+    parser.add_argument("--deadline", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--trt-once", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--memory-once", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.part:
-        return run_part_here(args.part, Path(args.out), Path(args.workdir), args.rehearse)
+        return run_part_here(args.part, Path(args.out), Path(args.workdir), args.rehearse, args.deadline)
     if args.trt_once:
         return trt_once(*args.trt_once)
     if args.memory_once:

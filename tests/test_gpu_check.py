@@ -256,3 +256,11 @@ def test_bundle_prints_the_device_command():
                          capture_output=True, text=True, timeout=60).stdout
     assert "benchmarks/gpu_check.py --json $OUT/gpu_check.json" in out and "tar -xJf .whl/ort-gpu.tar.xz" in out
     assert "gpu_bundle.py --print-run" in gpu_check.__doc__
+
+
+def test_a_parts_inner_commands_end_before_its_own_box(tmp_path):
+    """The part's box kills its process group only; commands it starts in groups of their own must
+    stop first, so each gets at most what is left of the part's box (less a margin)."""
+    part = gpu_check.Part("benchmark", tmp_path / "p.json", tmp_path, True, deadline=time.time() + 20)
+    assert 15 <= part.box(230) <= 17 and part.box(5) == 5
+    assert gpu_check.Part("x", tmp_path / "p.json", tmp_path, True, deadline=time.time() + 1).box(60) == 1.0
