@@ -539,7 +539,8 @@ def part_cuda_graph(p: Part) -> None:
     """Capture and replay, another shape beside it, and the fallback when a node cannot be captured."""
     import warnings
 
-    from dfl_perf.buffers import BoundSession, CudaGraphFallbackWarning
+    from dfl_perf.buffers import BoundSession
+    from dfl_perf.buffers._graph import CudaGraphFallbackWarning
 
     ort = _ort()
     model = _standin()
@@ -584,7 +585,8 @@ def _graph_fallback(p: Part, ort: Any) -> Dict[str, Any]:
     """A model with a node only the CPU provider runs (ai.onnx.ml Scaler) cannot be captured."""
     import warnings
 
-    from dfl_perf.buffers import BoundSession, CudaGraphFallbackWarning
+    from dfl_perf.buffers import BoundSession
+    from dfl_perf.buffers._graph import CudaGraphFallbackWarning
 
     model = cpu_node_model()
     x = _faces(1, res=16)[..., 0].reshape(1, 1, 16, 16).astype("float32")

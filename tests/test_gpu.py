@@ -30,13 +30,9 @@ if _REASON:
 
 import onnxruntime as ort  # noqa: E402
 
-from dfl_perf.buffers import (  # noqa: E402
-    BoundSession,
-    BoundSessionError,
-    CudaGraphFallbackWarning,
-    DFMRunner,
-    OrtValuePool,
-)
+from dfl_perf.buffers import BoundSession, DFMRunner, OrtValuePool  # noqa: E402
+from dfl_perf.buffers._graph import CudaGraphFallbackWarning  # noqa: E402
+from dfl_perf.buffers.bound import BoundSessionError  # noqa: E402
 from dfl_perf.devices import select_providers  # noqa: E402
 from dfl_perf.facepipe.standin import build_dfm_standin  # noqa: E402
 from dfl_perf.sessions import SessionConfig, create_session  # noqa: E402
