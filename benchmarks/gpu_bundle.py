@@ -10,13 +10,14 @@ network, this script:
    (``--sm 90``: Hopper, the H100/H200): every other architecture's cubins are cut out of each
    container, whose size field is rewritten; a container with no code for the target is kept whole.
    The host code is untouched. A note inside the package (``PRUNED.txt``) says what was removed;
-3. leaves out ``libonnxruntime.so`` (the C API library, which the Python module does not load);
-4. packs the package as ``ort-gpu.tar.xz`` (unpacks to ``site/``; about 60 MB instead of 256);
-5. fails if the folder and the checkout together would pass the 64 MiB a call may carry.
+3. adds the pure-Python packages dfl_perf needs that the image lacks (``platformdirs``);
+4. leaves out ``libonnxruntime.so`` (the C API library, which the Python module does not load);
+5. packs it all as ``ort-gpu.tar.xz`` (unpacks to ``site/``; about 60 MB instead of 256);
+6. fails if the folder and the checkout together would pass the 64 MiB a call may carry.
 
 Nothing else is missing there: the check's models are built with ``onnx`` or ship in the package
 (YuNet-n, the face photo), and onnxruntime-gpu's own needs (numpy, protobuf, flatbuffers,
-packaging) and dfl_perf's (psutil, onnx, opencv-python-headless, nvidia-ml-py, pytest,
+packaging) and dfl_perf's others (psutil, filelock, tqdm, onnx, opencv-python-headless, nvidia-ml-py, pytest,
 pytest-timeout, hypothesis) are in the machine's image (KINDS.md's package list).
 
     python benchmarks/gpu_bundle.py .whl            # in the checkout's root; about 4 minutes
@@ -36,7 +37,7 @@ import tarfile
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 REPO = Path(__file__).resolve().parent.parent
 ORT_VERSION = "1.31.1"  # built for CUDA 13.0 (the machine's libraries); 1.31.x is the newest for cp312
@@ -44,6 +45,8 @@ PYTHON_VERSION = "3.12"
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
 LIMIT_BYTES = 64 << 20  # what one device call may carry, checkout included
 ARCHIVE = "ort-gpu.tar.xz"
+#: pure-Python packages dfl_perf needs that the machine's image lacks (KINDS.md's package list)
+EXTRA_PACKAGES = ("platformdirs",)
 FATBIN_MAGIC = 0xBA55ED50
 CUBIN, PTX = 2, 1
 
@@ -120,25 +123,33 @@ def prune_fatbin(buf: bytearray, offset: int, size: int, keep_sm: int) -> Dict[s
 
 # ------------------------------------------------------------------------------------------ the bundle
 
-def download_wheel(dest: Path, version: str, python_version: str) -> Path:
-    """``pip download`` onnxruntime-gpu for the device's Python and platform into ``dest``."""
+def download_wheel(dest: Path, requirement: str, pattern: str, python_version: str) -> Path:
+    """``pip download`` one wheel for the device's Python and platform into ``dest``."""
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version",
            python_version, "--implementation", "cp", "-d", str(dest)]
     for platform in PLATFORMS:
         cmd += ["--platform", platform]
-    subprocess.run(cmd + ["onnxruntime-gpu==%s" % version], check=True)
-    tag = "cp" + python_version.replace(".", "")
-    wheels = sorted(dest.glob("onnxruntime_gpu-%s-%s-*.whl" % (version, tag)))
+    subprocess.run(cmd + [requirement], check=True)
+    wheels = sorted(dest.glob(pattern))
     if not wheels:
-        raise SystemExit("pip saved no onnxruntime_gpu-%s-%s wheel in %s" % (version, tag, dest))
+        raise SystemExit("pip saved no %s wheel in %s" % (pattern, dest))
     return wheels[-1]
 
 
-def pack(wheel: Path, archive: Path, keep_sm: int) -> Dict[str, int]:
-    """The wheel's files under ``site/``, the CUDA provider pruned to ``keep_sm``, as tar.xz."""
+def pack(wheel: Path, archive: Path, keep_sm: int, extras: Sequence[Path] = ()) -> Dict[str, int]:
+    """The wheels' files under ``site/`` (onnxruntime-gpu's CUDA provider pruned to ``keep_sm``), as tar.xz."""
+    with tarfile.open(str(archive), "w:xz", preset=9 | lzma.PRESET_EXTREME) as tar:
+        for extra in extras:
+            with zipfile.ZipFile(str(extra)) as whl:
+                for info in whl.infolist():
+                    if not info.is_dir():
+                        _add(tar, "site/" + info.filename, whl.read(info))
+        return _pack_onnxruntime(wheel, tar, keep_sm)
+
+
+def _pack_onnxruntime(wheel: Path, tar: tarfile.TarFile, keep_sm: int) -> Dict[str, int]:
     stats: Dict[str, int] = {}
-    with zipfile.ZipFile(str(wheel)) as whl, tarfile.open(str(archive), "w:xz",
-                                                          preset=9 | lzma.PRESET_EXTREME) as tar:
+    with zipfile.ZipFile(str(wheel)) as whl:
         for info in whl.infolist():
             name = info.filename
             if info.is_dir() or os.path.basename(name).startswith("libonnxruntime.so"):
@@ -201,9 +212,13 @@ def main(argv: Optional[List[str]] = None) -> int:
                          "committed)" % (dest, dest.name))
     download = Path(args.download_dir)
     download.mkdir(parents=True, exist_ok=True)
-    wheel = download_wheel(download, args.ort_version, args.python_version)
-    print("packing %s (sm_%d only) into %s ..." % (wheel.name, args.sm, dest / ARCHIVE), flush=True)
-    stats = pack(wheel, dest / ARCHIVE, args.sm)
+    tag = "cp" + args.python_version.replace(".", "")
+    wheel = download_wheel(download, "onnxruntime-gpu==%s" % args.ort_version,
+                           "onnxruntime_gpu-%s-%s-*.whl" % (args.ort_version, tag), args.python_version)
+    extras = [download_wheel(download, name, "%s-*.whl" % name, args.python_version) for name in EXTRA_PACKAGES]
+    print("packing %s (sm_%d only) and %s into %s ..." % (wheel.name, args.sm, ", ".join(w.name for w in extras),
+                                                          dest / ARCHIVE), flush=True)
+    stats = pack(wheel, dest / ARCHIVE, args.sm, extras)
     carried, tree = folder_bytes(dest), checkout_bytes(REPO)
     print("fat binary: %s" % stats)
     print("carried %s: %.1f MiB (everything in it travels); checkout %.1f MiB; limit 64 MiB"

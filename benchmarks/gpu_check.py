@@ -32,7 +32,8 @@ the lent machine (KINDS.md: one H200, Python 3.12 at /opt/torch/.venv, CUDA 13 l
 pip, onnx/numpy/opencv/psutil/nvidia-ml-py/pytest installed, *plain CPU onnxruntime*, no network,
 64 MiB per call) needs onnxruntime-gpu, which is 256 MB as a wheel. ``benchmarks/gpu_bundle.py``
 makes it fit: it downloads the wheel for that Python and platform here, keeps only the Hopper
-(sm_90) kernels of its CUDA provider and packs it with xz (59 MiB; the checkout adds about 1.5)::
+(sm_90) kernels of its CUDA provider, adds platformdirs (missing there) and packs it all with xz
+(58 MiB; the checkout adds about 2; the tool refuses a bundle that would pass 64 MiB)::
 
     mkdir -p .whl && echo /.whl/ >> .git/info/exclude    # in the checkout the session runs from
     python benchmarks/gpu_bundle.py .whl                 # here: pip download + prune + pack (about 4 minutes)
