@@ -89,6 +89,12 @@ def _models(argv: List[str]) -> int:
     return models_main(argv)
 
 
+def _serve(argv: List[str]) -> int:
+    from dfl_perf.serve.command import serve_main
+
+    return serve_main(argv)
+
+
 def _dfl(argv: List[str]) -> int:
     from dfl_perf.adapters.deepfacelive import dfl_main
 
@@ -107,7 +113,7 @@ def _warn_install_problems() -> None:
 
 
 #: subcommands that parse their own arguments (everything after the command name is theirs)
-_PASSTHROUGH = {"models": _models, "dfl": _dfl}
+_PASSTHROUGH = {"models": _models, "dfl": _dfl, "serve": _serve}
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -172,6 +178,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_soak)
 
     sub.add_parser("models", help="list, fetch or locate the pinned reference models (dfl-perf models -h)")
+    sub.add_parser("serve", help="serve a DFM on Ray Serve for remote swaps (dfl-perf serve -h; needs dfl_perf[serve])")
     sub.add_parser("dfl", help="launch DeepFaceLive with dfl_perf in every worker: dfl-perf dfl PATH/main.py run "
                               "DeepFaceLive --userdata-dir DIR (dfl-perf dfl -h)")
     return parser

@@ -1,0 +1,110 @@
+"""The Ray Serve deployment of a DFM: one ``SwapModel`` per replica, requests batched across clients.
+
+Imported only by ``dfl-perf serve`` (``dfl_perf.serve.command``) and the tests and benchmarks that
+run a server: it imports Ray. The HTTP behaviour lives in ``service``, the model in ``model``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Dict, List
+
+from ray import serve
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+
+from dfl_perf.remote.wire import CODECS, SwapReply, SwapRequest
+from dfl_perf.serve.model import SwapModel
+from dfl_perf.serve.service import BodyTooLarge, SwapService
+from dfl_perf.serve.settings import ServeSettings
+
+__all__ = ["DFMSwapDeployment", "build_app", "deployment_options"]
+
+
+def _codecs() -> List[str]:
+    try:
+        import cv2  # noqa: F401
+    except ImportError:
+        return ["raw"]
+    return list(CODECS)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    chunks, size = [], 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge()
+            chunks.append(chunk)
+    except ClientDisconnect:
+        pass  # what came is what there is: the size checks call it truncated
+    return b"".join(chunks)
+
+
+@serve.deployment(name="DFMSwap", graceful_shutdown_timeout_s=2.0, graceful_shutdown_wait_loop_s=0.5,
+                  health_check_period_s=2.0, health_check_timeout_s=10.0)
+class DFMSwapDeployment:
+    """HTTP ingress and model in one replica: token, checks, (batched) model runs on one thread."""
+
+    def __init__(self, settings: ServeSettings, threads: int) -> None:
+        self.model = SwapModel(settings.model_path, settings.provider, threads=threads)
+        self._runner = ThreadPoolExecutor(1, thread_name_prefix="dfl-perf-dfm")
+        self.batching = settings.max_batch > 1 and self.model.can_batch
+        if self.batching:
+            self._swap_batch.set_max_batch_size(settings.max_batch)
+            self._swap_batch.set_batch_wait_timeout_s(settings.batch_wait_ms / 1000.0)
+        context = serve.get_replica_context()
+        self.replica = str(getattr(context, "replica_tag", None) or context.replica_id.unique_id)
+        info: Dict[str, Any] = dict(self.model.describe(), batching=self.batching,
+                                    max_batch=settings.max_batch if self.batching else 1,
+                                    batch_wait_ms=settings.batch_wait_ms, codecs=_codecs(),
+                                    replica=self.replica, pid=os.getpid())
+        self.service = SwapService(info, settings.token, self._swap)
+
+    async def __call__(self, request: Request) -> Response:
+        reply = await self.service.handle(request.method, request.url.path, request.headers,
+                                          lambda limit: _read_body(request, limit))
+        headers = dict(reply.headers, **{"X-Replica": self.replica})
+        return Response(reply.body, status_code=reply.status, headers=headers)
+
+    async def _swap(self, request: SwapRequest) -> SwapReply:
+        if self.batching:
+            return await self._swap_batch(request)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._runner, self.model.swap, request.faces, request.morph)
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.002)
+    async def _swap_batch(self, requests: List[SwapRequest]) -> List[SwapReply]:
+        loop = asyncio.get_running_loop()
+        groups = [(r.faces, r.morph) for r in requests]
+        return await loop.run_in_executor(self._runner, self.model.swap_groups, groups)
+
+
+def deployment_options(settings: ServeSettings, gpus: float, cpus: float, threads: int) -> Dict[str, Any]:
+    """Serve options: replicas (fixed or autoscaled), one GPU each when the cluster has GPUs
+    (unless the provider is the CPU), else ``threads`` CPUs each; enough requests in flight to batch."""
+    use_gpu = gpus > 0 and (settings.provider or "").lower() not in ("cpu", "cpuexecutionprovider")
+    actor: Dict[str, Any] = {"num_gpus": 1} if use_gpu else {"num_cpus": threads}
+    per_replica = 1.0 if use_gpu else float(threads)
+    most = max(1, int((gpus if use_gpu else cpus) // per_replica))
+    options: Dict[str, Any] = {"ray_actor_options": actor,
+                               "max_ongoing_requests": max(16, 4 * settings.max_batch)}
+    if settings.replicas == "auto":
+        options["autoscaling_config"] = {"min_replicas": 1, "max_replicas": most,
+                                         "target_ongoing_requests": max(2, settings.max_batch)}
+    else:
+        options["num_replicas"] = int(settings.replicas)
+    return options
+
+
+def build_app(settings: ServeSettings, gpus: float, cpus: float) -> Any:
+    """The bound Serve application for ``settings`` on a cluster with ``gpus`` GPUs and ``cpus`` CPUs."""
+    from dfl_perf.devices import cpu_budget
+
+    replicas = 1 if settings.replicas == "auto" else int(settings.replicas)
+    threads = settings.threads or max(1, cpu_budget() // replicas)
+    options = deployment_options(settings, gpus, cpus, threads)
+    return DFMSwapDeployment.options(**options).bind(settings, threads)
