@@ -58,7 +58,7 @@ class LoopbackServer:
             await asyncio.sleep(self.delay)
         if self.fail is not None:
             raise self.fail
-        return self.model.swap(request.faces, request.morph)
+        return self.model.swap(request.faces, request.morph), 0.0
 
     def start(self) -> LoopbackServer:
         info = dict(self.model.describe(), batching=False, max_batch=1, codecs=["raw", "jpeg"])
@@ -236,11 +236,9 @@ def alive(processes: List[Any]) -> List[Any]:
 
 def ray_python() -> Optional[str]:
     """An interpreter that can run ``dfl-perf serve``: this one when Ray Serve imports, else None."""
-    try:
-        import ray.serve  # noqa: F401
-    except ImportError:
-        return None
-    return sys.executable
+    import importlib.util
+
+    return sys.executable if importlib.util.find_spec("ray") is not None else None
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.2) -> bool:

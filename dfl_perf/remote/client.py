@@ -154,6 +154,7 @@ class RemoteSwapper:
         self._stats = _Stats()
         self._executor: Optional[ThreadPoolExecutor] = None
         self._closed = False
+        self._local = threading.local()
 
     # -- what the server runs -----------------------------------------------------------------
 
@@ -215,6 +216,7 @@ class RemoteSwapper:
                     self._stats.errors += 1
                 self._stats.last_error = exc.reason
             raise
+        self._local.server_timing = parse_server_timing(reply_headers.get("Server-Timing", ""))
         with self._stats.lock:
             self._stats.ok += 1
             self._stats.ok_faces += len(batch)
@@ -355,6 +357,11 @@ class RemoteSwapper:
 
     # -- bookkeeping --------------------------------------------------------------------------
 
+    def last_server_timing(self) -> Dict[str, float]:
+        """The server's ``Server-Timing`` of this thread's last successful swap, in ms:
+        ``model`` (the model run that served it) and ``replica`` (the server's whole handling)."""
+        return dict(getattr(self._local, "server_timing", {}))
+
     def stats(self) -> Dict[str, Any]:
         """Requests, faces, ok/errors/late, body bytes sent and received (in total and per face swapped)."""
         return self._stats.snapshot()
@@ -376,6 +383,21 @@ class RemoteSwapper:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def parse_server_timing(text: str) -> Dict[str, float]:
+    """``'model;dur=12.5, replica;dur=14'`` -> ``{'model': 12.5, 'replica': 14.0}`` (unparsable parts skipped)."""
+    timing = {}
+    for part in text.split(","):
+        name, _, params = part.strip().partition(";")
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key == "dur":
+                try:
+                    timing[name] = float(value)
+                except ValueError:
+                    pass
+    return timing
 
 
 def faces_shape(faces: Any) -> Any:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 from ray import serve
 from starlette.requests import ClientDisconnect, Request
@@ -29,6 +30,12 @@ def _codecs() -> List[str]:
     except ImportError:
         return ["raw"]
     return list(CODECS)
+
+
+def _timed(fn: Any, *args: Any) -> Tuple[Any, float]:
+    started = time.perf_counter()
+    result = fn(*args)
+    return result, time.perf_counter() - started
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -62,7 +69,11 @@ class DFMSwapDeployment:
                                     max_batch=settings.max_batch if self.batching else 1,
                                     batch_wait_ms=settings.batch_wait_ms, codecs=_codecs(),
                                     replica=self.replica, pid=os.getpid())
-        self.service = SwapService(info, settings.token, self._swap)
+        self.service = SwapService(info, settings.token, self._swap, self._counters)
+
+    def _counters(self) -> Dict[str, Any]:
+        model = self.model
+        return {"runs": model.runs, "faces": model.faces, "run_seconds": round(model.run_seconds, 6)}
 
     async def __call__(self, request: Request) -> Response:
         reply = await self.service.handle(request.method, request.url.path, request.headers,
@@ -70,17 +81,20 @@ class DFMSwapDeployment:
         headers = dict(reply.headers, **{"X-Replica": self.replica})
         return Response(reply.body, status_code=reply.status, headers=headers)
 
-    async def _swap(self, request: SwapRequest) -> SwapReply:
+    async def _swap(self, request: SwapRequest) -> Tuple[SwapReply, float]:
         if self.batching:
             return await self._swap_batch(request)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._runner, self.model.swap, request.faces, request.morph)
+        replies, seconds = await loop.run_in_executor(self._runner, _timed, self.model.swap_groups,
+                                                      [(request.faces, request.morph)])
+        return replies[0], seconds
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.002)
-    async def _swap_batch(self, requests: List[SwapRequest]) -> List[SwapReply]:
+    async def _swap_batch(self, requests: List[SwapRequest]) -> List[Tuple[SwapReply, float]]:
         loop = asyncio.get_running_loop()
         groups = [(r.faces, r.morph) for r in requests]
-        return await loop.run_in_executor(self._runner, self.model.swap_groups, groups)
+        replies, seconds = await loop.run_in_executor(self._runner, _timed, self.model.swap_groups, groups)
+        return [(reply, seconds) for reply in replies]
 
 
 def deployment_options(settings: ServeSettings, gpus: float, cpus: float, threads: int) -> Dict[str, Any]:

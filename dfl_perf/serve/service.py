@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Awaitable, Callable, Dict, Mapping, NamedTuple, Optional
+import time
+from typing import Any, Awaitable, Callable, Dict, Mapping, NamedTuple, Optional, Tuple
 
 from dfl_perf.remote.wire import PROTOCOL, SwapReply, SwapRequest, WireError, decode_request, encode_reply, request_limit
 from dfl_perf.serve.auth import TokenCheck
@@ -20,7 +21,7 @@ __all__ = ["SwapService", "Reply", "BodyTooLarge"]
 
 log = logging.getLogger("dfl_perf.serve")
 
-SwapFn = Callable[[SwapRequest], Awaitable[SwapReply]]
+SwapFn = Callable[[SwapRequest], Awaitable[Tuple[SwapReply, float]]]  # (reply, seconds of its model run)
 BodyReader = Callable[[int], Awaitable[bytes]]
 
 
@@ -41,14 +42,19 @@ def _text(status: int, message: str, **headers: str) -> Reply:
 
 class SwapService:
     """One model behind the wire format. ``info``: what ``GET /info`` says (model, resolution, ...);
-    ``swap``: an async callable that runs one request's faces (batched or not, the caller decides)."""
+    ``swap``: an async callable that runs one request's faces (batched or not, the caller decides)
+    and returns ``(reply, seconds of the model run that served it)``; each 200 reply carries a
+    ``Server-Timing`` header: ``model`` (that run) and ``replica`` (body read to reply encoded), ms.
+    ``counters``: a callable whose dict ``GET /info`` adds (model runs, faces swapped, ...)."""
 
-    def __init__(self, info: Mapping[str, Any], token: Optional[str], swap: SwapFn) -> None:
+    def __init__(self, info: Mapping[str, Any], token: Optional[str], swap: SwapFn,
+                 counters: Optional[Callable[[], Mapping[str, Any]]] = None) -> None:
         self.info = dict(info, protocol=PROTOCOL, token_required=token is not None)
         self.resolution = int(info["resolution"])
         self.limit = request_limit(self.resolution, "jpeg")
         self._token = TokenCheck(token)
         self._swap = swap
+        self._counters = counters
         self.served = self.refused = self.rejected = self.failed = 0
 
     async def handle(self, method: str, path: str, headers: Mapping[str, str], read_body: BodyReader) -> Reply:
@@ -66,23 +72,34 @@ class SwapService:
                 return _text(405, "405: %s takes GET" % route, Allow="GET")
             if route == "/healthz":
                 return _text(200, "ok")
-            return Reply(200, {"Content-Type": "application/json"}, json.dumps(self.info).encode("utf-8"))
+            return Reply(200, {"Content-Type": "application/json"}, json.dumps(self.describe()).encode("utf-8"))
         return _text(404, "404: no such path %r (paths: POST /swap, GET /info, GET /healthz)" % path[:100])
 
+    def describe(self) -> Dict[str, Any]:
+        """``GET /info``: the model and settings, plus what this replica has done so far."""
+        info = dict(self.info, requests=self.served, refused=self.refused, rejected=self.rejected,
+                    failed=self.failed)
+        if self._counters is not None:
+            info.update(self._counters())
+        return info
+
     async def _swap_reply(self, headers: Mapping[str, str], read_body: BodyReader) -> Reply:
+        started = time.perf_counter()
         try:
             request = await self._request(headers, read_body)
         except WireError as exc:
             self.rejected += 1
             return _text(400, "400 bad request: %s" % exc)
         try:
-            reply = await self._swap(request)
+            reply, model_seconds = await self._swap(request)
             out_headers, body = encode_reply(reply, request.codec)
         except Exception as exc:  # the model or the encoder failed: this request only
             self.failed += 1
             log.exception("swap failed")
             return _text(500, "500 swap failed: %s: %s" % (type(exc).__name__, exc))
         self.served += 1
+        out_headers["Server-Timing"] = "model;dur=%.3f, replica;dur=%.3f" % (
+            model_seconds * 1e3, (time.perf_counter() - started) * 1e3)
         return Reply(200, out_headers, body)
 
     async def _request(self, headers: Mapping[str, str], read_body: BodyReader) -> SwapRequest:

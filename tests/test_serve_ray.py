@@ -1,0 +1,222 @@
+"""``dfl-perf serve`` on a real Ray Serve on a local Ray (no mocks of Ray), with the real client.
+
+One server for the module (a ``dfl-perf serve`` process with its own Ray: 2 CPUs, small object
+store, no dashboard); the last test stops it mid-stream and checks that no process is left.
+Ray needs Python >= 3.10: on DFL's 3.8 these skip, and tests/test_remote_py38.py runs the 3.8
+client against a server started from a newer Python when one is given.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+from tests.serve_harness import ServeProcess, alive, ray_python, wait_for
+
+PYTHON = ray_python()
+pytestmark = pytest.mark.skipif(
+    PYTHON is None, reason="Ray Serve needs Python >= 3.10 and dfl_perf[serve]; the client is tested on this "
+                           "Python by test_remote_client.py (and test_remote_py38.py against a newer Python's server)")
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+cv2 = pytest.importorskip("cv2")
+
+from dfl_perf.facepipe.standin import save_dfm_standin  # noqa: E402
+from dfl_perf.facepipe.swapper import DFMSwapper  # noqa: E402
+from dfl_perf.remote import RemoteSwapError, RemoteSwapper  # noqa: E402
+
+TOKEN = "test-token-1234"
+RES = 224
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    return save_dfm_standin(tmp_path_factory.mktemp("serve") / "standin.dfm", resolution=RES, cost="5ms", seed=11)
+
+
+@pytest.fixture(scope="module")
+def served(model_path):
+    server = ServeProcess(PYTHON, model_path, token=TOKEN, extra=["--max-batch", "4", "--batch-wait-ms", "5"])
+    try:
+        yield server.wait_ready()
+    finally:
+        server.stop()
+        server.kill_everything()
+
+
+def _faces(n=1, seed=0):
+    return np.random.RandomState(seed).randint(0, 256, (n, RES, RES, 3), dtype=np.uint8)
+
+
+def _smooth_faces(n=1, seed=0):
+    """Photo-like faces (blurred noise): what the lossy codec is for."""
+    return np.stack([cv2.GaussianBlur(face, (0, 0), 6) for face in _faces(n, seed)])
+
+
+def _post(url, body=b"", headers=None, method="POST"):
+    request = urllib.request.Request(url, data=body if method == "POST" else None, method=method,
+                                     headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            return reply.status, reply.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode("utf-8", "replace")
+
+
+def test_remote_outputs_equal_local_ones_on_the_same_faces(served, model_path):
+    faces = _smooth_faces(3, seed=1)
+    local = DFMSwapper(model_path).swap(faces)
+    with RemoteSwapper(served.url, token=TOKEN) as client:
+        assert client.info()["batching"] is True and client.resolution == RES
+        raw = client.swap(faces)
+        timing = client.last_server_timing()
+        assert 0 < timing["model"] <= timing["replica"]
+    with RemoteSwapper(served.url, token=TOKEN, codec="jpeg") as client:
+        jpeg = client.swap(faces)
+        assert client.stats()["bytes_per_face"] < 100_000
+    for remote, here in zip(raw, local):
+        assert np.abs(remote - here).max() * 255 <= 1.0  # the raw codec: within a level
+    for remote, here in zip(jpeg, local):
+        assert np.abs(remote - here).mean() * 255 < 3  # lossy
+
+
+def _status_of_partial_upload(port, headers, declared, sent):
+    """Send a request that declares ``declared`` body bytes but sends only ``sent``; the reply's status."""
+    import socket
+
+    lines = ["POST /swap HTTP/1.1", "Host: 127.0.0.1", "Content-Length: %d" % declared]
+    lines += ["%s: %s" % item for item in headers.items()]
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + b"\0" * sent)
+        reply = sock.recv(4096).decode("latin-1")
+    return int(reply.split(" ", 2)[1]), reply
+
+
+def test_any_path_without_the_right_token_is_401_before_the_body_is_read(served):
+    garbage = b"\0" * 1000  # a 400 (truncated) if the body were looked at first
+    for path, method in (("/swap", "POST"), ("/info", "GET"), ("/healthz", "GET"), ("/anything/else", "GET")):
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic " + TOKEN},
+                        {"Authorization": "Bearer " + TOKEN[:-1]}):
+            status, text = _post(served.url + path, garbage, dict(headers, **{"X-Faces": "1"}), method)
+            assert status == 401, (path, headers, status, text)
+            assert "unauthorized" in text
+    # 20 MB declared, 64 KB sent: the refusal comes without waiting for the rest of the body
+    status, reply = _status_of_partial_upload(served.port, {"Authorization": "Bearer wrong"}, 20 << 20, 65536)
+    assert status == 401, reply
+    status, _ = _post(served.url + "/healthz", headers={"Authorization": "Bearer " + TOKEN}, method="GET")
+    assert status == 200
+
+
+def test_bad_bodies_get_400_naming_the_problem_and_the_server_keeps_serving(served):
+    from dfl_perf.remote.wire import encode_request
+
+    headers, body = encode_request(_faces(2))
+    headers["Authorization"] = "Bearer " + TOKEN
+    cases = [
+        (dict(headers, **{"X-Resolution": "256"}), body, "wrong size: faces are 256x256, this model takes 224x224"),
+        (dict(headers, **{"X-Dtype": "float32"}), body, "wrong dtype 'float32'"),
+        (headers, body[:1000], "truncated body: got 1000 bytes, expected 301056"),
+        (headers, body + body, "oversized body: got 602112 bytes, expected 301056"),
+        (dict(headers, **{"X-Codec": "jpeg", "X-Parts": "5,5"}), b"0123456789", "face 0: not a decodable JPEG"),
+    ]
+    for case_headers, case_body, message in cases:
+        status, text = _post(served.url + "/swap", case_body, case_headers)
+        assert status == 400 and message in text, (status, text)
+    auth = {"Authorization": "Bearer " + TOKEN}
+    status, reply = _status_of_partial_upload(served.port, dict(headers, **auth), 20 << 20, 65536)
+    assert status == 400 and "oversized body: Content-Length 20971520 is over this server's limit" in reply
+    with RemoteSwapper(served.url, token=TOKEN) as client:
+        assert client.swap(_faces())[0].shape == (1, RES, RES, 3)
+        assert client.info(refresh=True)["rejected"] >= len(cases) + 1
+
+
+def test_faces_from_several_clients_share_model_runs(served):
+    with RemoteSwapper(served.url, token=TOKEN) as probe:
+        before = probe.info(refresh=True)
+    clients = [RemoteSwapper(served.url, token=TOKEN) for _ in range(4)]
+    try:
+        def stream(client, seed):
+            for i in range(6):
+                client.swap_uint8(_faces(1, seed * 100 + i))
+
+        threads = [threading.Thread(target=stream, args=(c, i)) for i, c in enumerate(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        after = clients[0].info(refresh=True)
+    finally:
+        for c in clients:
+            c.close()
+    faces = after["faces"] - before["faces"]
+    runs = after["runs"] - before["runs"]
+    assert faces == 24
+    assert runs < faces, "no two requests shared a model run (%d runs for %d faces)" % (runs, faces)
+
+
+def _stream(client, stop, results, period=0.05):
+    """Swap one face every ``period`` s until ``stop``; every frame's (status, reason) into ``results``."""
+    i = 0
+    while not stop.is_set():
+        future = client.submit(_faces(1, i % 5), deadline=2.0)
+        result = future.result(10)
+        results.append((result.status, result.reason))
+        i += 1
+        stop.wait(period)
+
+
+def test_a_killed_replica_is_restarted_by_serve_and_the_stream_resumes(served):
+    import os
+
+    replicas = served.replica_pids()
+    assert len(replicas) == 1, served.ray_processes()
+    results, stop = [], threading.Event()
+    with RemoteSwapper(served.url, token=TOKEN, timeout=2.0, retry_interval=0.2) as client:
+        thread = threading.Thread(target=_stream, args=(client, stop, results))
+        thread.start()
+        try:
+            assert wait_for(lambda: len(results) >= 5, 30)
+            os.kill(replicas[0], signal.SIGKILL)
+            killed_at = len(results)
+            assert wait_for(lambda: any(s != "ok" for s, _ in results[killed_at:]), 30), "no frame saw the kill"
+            restarted = wait_for(lambda: len(results) > killed_at + 5
+                                 and all(s == "ok" for s, _ in results[-5:]), 90)
+        finally:
+            stop.set()
+            thread.join(30)
+    assert restarted, results[killed_at:][-10:]
+    new = served.replica_pids()
+    assert new and new[0] != replicas[0]
+    failed = [r for r in results if r[0] != "ok"]
+    assert all(reason for _, reason in failed)  # every frame that failed says why
+    assert all(status in ("ok", "error", "late") for status, _ in results)
+
+
+def test_server_stopped_mid_stream_frames_get_errors_and_nothing_is_left(served):
+    """Last in this module: stops the shared server (SIGTERM) while a stream runs."""
+    processes = served.ray_processes()
+    assert len(processes) >= 4  # the command, gcs, raylet, workers: the test below must see them go
+    results, stop = [], threading.Event()
+    with RemoteSwapper(served.url, token=TOKEN, timeout=1.0, retry_interval=0.2) as client:
+        thread = threading.Thread(target=_stream, args=(client, stop, results))
+        thread.start()
+        try:
+            assert wait_for(lambda: len(results) >= 5, 30)
+            served.proc.send_signal(signal.SIGTERM)
+            code = served.proc.wait(60)
+            stopped_at = len(results)
+            assert wait_for(lambda: len(results) >= stopped_at + 5, 30)
+        finally:
+            stop.set()
+            thread.join(30)
+    assert not thread.is_alive()
+    assert code == 0, served.log()[-2000:]
+    assert all(status == "error" and reason for status, reason in results[stopped_at:])
+    assert wait_for(lambda: not alive(processes), 15), ["%d %s" % (p.pid, p.name()) for p in alive(processes)]
