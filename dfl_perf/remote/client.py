@@ -216,7 +216,7 @@ class RemoteSwapper:
                     self._stats.errors += 1
                 self._stats.last_error = exc.reason
             raise
-        self._local.server_timing = parse_server_timing(reply_headers.get("Server-Timing", ""))
+        self._local.server_timing = parse_server_timing(reply_headers.get("server-timing", ""))
         with self._stats.lock:
             self._stats.ok += 1
             self._stats.ok_faces += len(batch)
@@ -339,7 +339,7 @@ class RemoteSwapper:
         conn.sock.settimeout(max(due - time.perf_counter(), 0.001))
         response = conn.getresponse()
         data = response.read()
-        reply_headers = {k: v for k, v in response.getheaders()}
+        reply_headers = {k.lower(): v for k, v in response.getheaders()}
         if response.will_close:
             conn.close()
         else:
