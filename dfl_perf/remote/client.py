@@ -217,6 +217,7 @@ class RemoteSwapper:
                 self._stats.last_error = exc.reason
             raise
         self._local.server_timing = parse_server_timing(reply_headers.get("server-timing", ""))
+        self._local.replica = reply_headers.get("x-replica", "")
         with self._stats.lock:
             self._stats.ok += 1
             self._stats.ok_faces += len(batch)
@@ -361,6 +362,10 @@ class RemoteSwapper:
         """The server's ``Server-Timing`` of this thread's last successful swap, in ms:
         ``model`` (the model run that served it) and ``replica`` (the server's whole handling)."""
         return dict(getattr(self._local, "server_timing", {}))
+
+    def last_replica(self) -> str:
+        """The server replica that answered this thread's last successful swap ('' if none said)."""
+        return getattr(self._local, "replica", "")
 
     def stats(self) -> Dict[str, Any]:
         """Requests, faces, ok/errors/late, body bytes sent and received (in total and per face swapped)."""

@@ -32,6 +32,12 @@ def _codecs() -> List[str]:
     return list(CODECS)
 
 
+def _node_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
+
+
 def _timed(fn: Any, *args: Any) -> Tuple[Any, float]:
     started = time.perf_counter()
     result = fn(*args)
@@ -68,7 +74,7 @@ class DFMSwapDeployment:
         info: Dict[str, Any] = dict(self.model.describe(), batching=self.batching,
                                     max_batch=settings.max_batch if self.batching else 1,
                                     batch_wait_ms=settings.batch_wait_ms, codecs=_codecs(),
-                                    replica=self.replica, pid=os.getpid())
+                                    replica=self.replica, node=_node_id(), pid=os.getpid())
         self.service = SwapService(info, settings.token, self._swap, self._counters)
 
     def _counters(self) -> Dict[str, Any]:
