@@ -157,9 +157,9 @@ def test_submit_always_resolves_with_a_status(server):
     with RemoteSwapper(server.url, token="tok", connections=1, timeout=2.0) as client:
         futures = [client.submit(_faces(), deadline=0.3) for _ in range(3)]
         results = [f.result(5) for f in futures]
-    statuses = [r.status for r in results]
-    assert statuses[0] == "late" and "timeout" in results[0].reason
-    assert all(s == "late" for s in statuses), [(r.status, r.reason) for r in results]
+    for result in results:  # the first times out; the others wait for the one connection past their deadline
+        assert result.status == "late", result
+        assert result.reason.startswith(("timeout", "not sent: its deadline passed")), result
     with RemoteSwapper("http://127.0.0.1:9", timeout=0.5) as down:
         result = down.submit(_faces()).result(5)
     assert result.status == "error" and "cannot connect" in result.reason
