@@ -107,7 +107,7 @@ def test_timeout_is_an_error_with_the_reason_and_no_hang(server):
             client.swap(_faces())
         assert time.perf_counter() - start < 0.6
         server.delay = 0.0
-        assert client.swap(_faces())[0].shape[0] == 1  # a new connection once the slow one is dropped
+        assert client.swap(_faces(), timeout=10)[0].shape[0] == 1  # a new connection: the slow one was dropped
 
 
 def test_server_errors_are_errors_with_the_servers_message(server):
