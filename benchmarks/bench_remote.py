@@ -37,9 +37,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import median, print_header, write_json  # noqa: E402
-
 import numpy as np  # noqa: E402
+from _common import median, print_header, write_json  # noqa: E402
 
 PARTS = ("hop", "live", "streams", "batch", "cluster")
 
@@ -268,9 +267,10 @@ def part_batch(model: str, face: np.ndarray, sizes: List[int]) -> Dict[str, Any]
 # ---------------------------------------------------------------------------------------- live
 
 def part_live(url: str, face_model: str, seconds: float, repeats: int) -> Dict[str, Any]:
+    from dfl_perf.remote.pipeline import remote_dfm
+
     from dfl_perf.facepipe.clip import PATH_PERIOD, make_clip
     from dfl_perf.facepipe.workload import OptimizedRunner, Workload, paced_frames
-    from dfl_perf.remote.pipeline import remote_dfm
 
     clip = make_clip(size=(640, 480), frames=PATH_PERIOD).to_list()
     workload = Workload(dfm=face_model)

@@ -25,6 +25,17 @@ from typing import Any, Callable, List, Optional
 from dfl_perf.serve.service import BodyTooLarge, SwapService
 
 
+def local_swap(model_path: Any, faces: Any, morph: Optional[float] = None) -> Any:
+    """The local model's (celeb, celeb_mask, face_mask), float32, DFL's way: what remote results must equal."""
+    import onnxruntime as ort
+
+    from dfl_perf.buffers import DFMRunner
+
+    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    out = DFMRunner(session, io_binding=False).run(faces, 0.75 if morph is None else morph)
+    return out.celeb_face, out.celeb_face_mask, out.face_mask
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

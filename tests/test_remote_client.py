@@ -17,10 +17,9 @@ pytest.importorskip("onnx")
 cv2 = pytest.importorskip("cv2")
 
 from dfl_perf.facepipe.standin import save_dfm_standin  # noqa: E402
-from dfl_perf.facepipe.swapper import DFMSwapper  # noqa: E402
 from dfl_perf.remote import RemoteSwapError, RemoteSwapper  # noqa: E402
 from dfl_perf.serve.model import SwapModel  # noqa: E402
-from tests.serve_harness import LoopbackServer  # noqa: E402
+from tests.serve_harness import LoopbackServer, local_swap  # noqa: E402
 
 RES = 64
 
@@ -54,7 +53,7 @@ def test_same_call_shape_and_outputs_as_the_local_swapper(server, model_path):
         remote = client.swap(faces)
         assert client.swap(list(faces))[0].shape == (2, RES, RES, 3)
         assert client.swap(faces[0])[0].shape == (1, RES, RES, 3)
-    local = DFMSwapper(model_path).swap(faces)
+    local = local_swap(model_path, faces)
     for r, loc, channels in zip(remote, local, (3, 1, 1)):
         assert r.shape == loc.shape == (2, RES, RES, channels) and r.dtype == np.float32
         assert np.abs(r - loc).max() <= 1.0 / 255 + 1e-6  # half a level each way, from uint8 on the wire
@@ -78,7 +77,7 @@ def test_jpeg_codec_sends_fewer_bytes(server, model_path):
         celeb, _, face_mask = client.swap(face)
         stats = client.stats()
     assert stats["sent_per_face"] < RES * RES * 3 / 4
-    local_celeb, _, local_mask = DFMSwapper(model_path).swap(face)
+    local_celeb, _, local_mask = local_swap(model_path, face)
     assert np.abs(celeb - local_celeb).mean() < 4 / 255
     assert np.abs(face_mask - local_mask).mean() < 4 / 255
 

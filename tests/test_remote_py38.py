@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.serve_harness import ServeProcess, alive, wait_for
+from tests.serve_harness import ServeProcess, alive, local_swap, wait_for
 
 SERVE_PYTHON = os.environ.get("DFL_PERF_SERVE_PYTHON")
 pytestmark = [
@@ -28,7 +28,6 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
 from dfl_perf.facepipe.standin import save_dfm_standin  # noqa: E402
-from dfl_perf.facepipe.swapper import DFMSwapper  # noqa: E402
 from dfl_perf.remote import RemoteSwapError, RemoteSwapper  # noqa: E402
 
 
@@ -39,7 +38,7 @@ def test_py38_client_against_a_server_from_a_newer_python(tmp_path):
         server.wait_ready()
         processes = server.ray_processes()
         faces = np.random.RandomState(0).randint(0, 256, (2, 224, 224, 3), dtype=np.uint8)
-        local = DFMSwapper(model).swap(faces)
+        local = local_swap(model, faces)
         with RemoteSwapper(server.url, token="py38-token") as client:
             remote = client.swap(faces)
             assert client.info()["protocol"] == "dfl-perf-swap/1"

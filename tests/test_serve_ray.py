@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import signal
 import threading
-import time
 import urllib.error
 import urllib.request
 
 import numpy as np
 import pytest
 
-from tests.serve_harness import ServeProcess, alive, ray_python, wait_for
+from tests.serve_harness import ServeProcess, alive, local_swap, ray_python, wait_for
 
 PYTHON = ray_python()
 pytestmark = pytest.mark.skipif(
@@ -29,8 +28,7 @@ pytest.importorskip("onnx")
 cv2 = pytest.importorskip("cv2")
 
 from dfl_perf.facepipe.standin import save_dfm_standin  # noqa: E402
-from dfl_perf.facepipe.swapper import DFMSwapper  # noqa: E402
-from dfl_perf.remote import RemoteSwapError, RemoteSwapper  # noqa: E402
+from dfl_perf.remote import RemoteSwapper  # noqa: E402
 
 TOKEN = "test-token-1234"
 RES = 224
@@ -72,7 +70,7 @@ def _post(url, body=b"", headers=None, method="POST"):
 
 def test_remote_outputs_equal_local_ones_on_the_same_faces(served, model_path):
     faces = _smooth_faces(3, seed=1)
-    local = DFMSwapper(model_path).swap(faces)
+    local = local_swap(model_path, faces)
     with RemoteSwapper(served.url, token=TOKEN) as client:
         assert client.info()["batching"] is True and client.resolution == RES
         raw = client.swap(faces)

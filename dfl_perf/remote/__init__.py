@@ -7,7 +7,7 @@ Python 3.8: it runs inside DeepFaceLive's process. It never imports Ray (the ser
 
 from __future__ import annotations
 
-from dfl_perf.remote.client import RemoteSwapError, RemoteSwapper, SwapResult, TOKEN_ENV, as_float
+from dfl_perf.remote.client import TOKEN_ENV, RemoteSwapError, RemoteSwapper, SwapResult, as_float
 from dfl_perf.remote.wire import SwapReply, WireError
 
 __all__ = ["RemoteSwapper", "RemoteSwapError", "SwapResult", "SwapReply", "WireError", "TOKEN_ENV", "as_float"]

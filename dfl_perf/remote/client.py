@@ -108,8 +108,9 @@ class _Stats:
 class RemoteSwapper:
     """The DFM swap on a remote ``dfl-perf serve``: ``swap(faces) -> (celeb, celeb_mask, face_mask)``.
 
-    The same call shape as the local ``DFMSwapper.swap``: aligned BGR faces in (one (R, R, 3), a
-    batch (N, R, R, 3) or a list; uint8, or float32 0..1 sent as uint8), float32 0..1 out.
+    The call shape of DFL's ``DFMModel.convert`` on aligned faces: aligned BGR faces in (one
+    (R, R, 3), a batch (N, R, R, 3) or a list; uint8, or float32 0..1 sent as uint8); celeb face,
+    celeb mask, face mask out, float32 0..1 (``RemoteDFM`` gives the local ``DFMRunner``'s shape).
     ``swap_uint8`` returns the outputs as they travel (uint8, no conversion); ``submit`` runs a
     swap on a worker thread and returns a Future that always resolves to a ``SwapResult``.
 
@@ -188,7 +189,7 @@ class RemoteSwapper:
 
     def swap(self, faces: Faces, morph_factor: Optional[float] = None,
              timeout: Optional[float] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(celeb (N,R,R,3), celeb_mask (N,R,R,1), face_mask (N,R,R,1)) float32 0..1, like ``DFMSwapper.swap``."""
+        """(celeb (N,R,R,3), celeb_mask (N,R,R,1), face_mask (N,R,R,1)) float32 0..1, DFL's convert order."""
         return as_float(self.swap_uint8(faces, morph_factor, timeout))
 
     def swap_uint8(self, faces: Faces, morph_factor: Optional[float] = None,

@@ -13,11 +13,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from dfl_perf.buffers.dfm import DEFAULT_MORPH_FACTOR
 from dfl_perf.remote.wire import SwapReply, quantise
 
-__all__ = ["SwapModel", "DEFAULT_MORPH"]
-
-DEFAULT_MORPH = 0.75  # DeepFaceLive's default morph factor for AMP models
+__all__ = ["SwapModel"]
 
 
 class SwapModel:
@@ -35,7 +34,8 @@ class SwapModel:
         from dfl_perf.buffers import BufferPool, DFMRunner
         from dfl_perf.buffers.dfm import check_dfm_contract
         from dfl_perf.devices import select_providers
-        from dfl_perf.sessions import GPU_PROVIDERS, SessionConfig, create_session_with_info
+        from dfl_perf.sessions import SessionConfig, create_session_with_info
+        from dfl_perf.sessions.config import GPU_PROVIDERS
 
         path = Path(model_path)
         providers = select_providers(provider, device_id) if provider else select_providers(device_id=device_id)
@@ -88,7 +88,7 @@ class SwapModel:
         replies: List[Optional[SwapReply]] = [None] * len(groups)
         by_morph: Dict[float, List[int]] = {}
         for i, (_, morph) in enumerate(groups):
-            key = DEFAULT_MORPH if morph is None or not self.has_morph else float(morph)
+            key = DEFAULT_MORPH_FACTOR if morph is None or not self.has_morph else float(morph)
             by_morph.setdefault(key, []).append(i)
         for morph, members in by_morph.items():
             faces = [groups[i][0] for i in members]

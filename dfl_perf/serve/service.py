@@ -14,7 +14,15 @@ import logging
 import time
 from typing import Any, Awaitable, Callable, Dict, Mapping, NamedTuple, Optional, Tuple
 
-from dfl_perf.remote.wire import PROTOCOL, SwapReply, SwapRequest, WireError, decode_request, encode_reply, request_limit
+from dfl_perf.remote.wire import (
+    PROTOCOL,
+    SwapReply,
+    SwapRequest,
+    WireError,
+    decode_request,
+    encode_reply,
+    request_limit,
+)
 from dfl_perf.serve.auth import TokenCheck
 
 __all__ = ["SwapService", "Reply", "BodyTooLarge"]
