@@ -146,12 +146,15 @@ class ServeProcess:
     """
 
     def __init__(self, python: str, model: Path, token: Optional[str] = None, extra: Optional[List[str]] = None,
-                 port: Optional[int] = None) -> None:
+                 port: Optional[int] = None, tls: bool = False) -> None:
         self.port = port or free_port()
         self.token = token
         self.temp = tempfile.mkdtemp(prefix="dflps", dir="/tmp")  # short: Ray's socket paths must fit
+        self.cafile = self_signed_certificate(self.temp) if tls else None
         cmd = [python, "-m", "dfl_perf.cli", "serve", "--model", str(model), "--port", str(self.port),
                "--object-store-mb", "100"] + (["--token", token] if token else []) + list(extra or [])
+        if self.cafile:
+            cmd += ["--tls-cert", self.cafile, "--tls-key", os.path.join(self.temp, "key.pem")]
         env = dict(os.environ, RAY_TMPDIR=self.temp, PYTHONUNBUFFERED="1")
         env.pop("RAY_ADDRESS", None)
         self.log_path = Path(self.temp) / "serve.log"
@@ -161,7 +164,7 @@ class ServeProcess:
 
     @property
     def url(self) -> str:
-        return "http://127.0.0.1:%d" % self.port
+        return "%s://127.0.0.1:%d" % ("https" if self.cafile else "http", self.port)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -177,11 +180,14 @@ class ServeProcess:
         raise RuntimeError("dfl-perf serve not ready within %.0f s:\n%s" % (timeout, self.log()[-3000:]))
 
     def _healthy(self) -> bool:
+        import ssl
+
         request = urllib.request.Request(self.url + "/healthz")
         if self.token:
             request.add_header("Authorization", "Bearer " + self.token)
+        context = ssl.create_default_context(cafile=self.cafile) if self.cafile else None
         try:
-            with urllib.request.urlopen(request, timeout=5) as reply:
+            with urllib.request.urlopen(request, timeout=5, context=context) as reply:
                 return reply.status == 200
         except OSError:
             return False
@@ -226,6 +232,19 @@ class ServeProcess:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
+
+
+def self_signed_certificate(folder: str) -> Optional[str]:
+    """cert.pem and key.pem for 127.0.0.1 in ``folder`` (openssl); the certificate's path, None without openssl."""
+    import shutil
+
+    if shutil.which("openssl") is None:
+        return None
+    cert, key = os.path.join(folder, "cert.pem"), os.path.join(folder, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    return cert
 
 
 def _cmdline(proc: Any) -> List[str]:

@@ -21,12 +21,12 @@ import pytest
 from tests.serve_harness import ServeProcess, alive, local_swap, wait_for
 
 SERVE_PYTHON = os.environ.get("DFL_PERF_SERVE_PYTHON")
-pytestmark = [
-    pytest.mark.skipif(sys.version_info >= (3, 10), reason="this check is for DFL's Python 3.8 client; on this "
-                       "Python test_serve_ray.py runs the client against its own Ray Serve"),
-    pytest.mark.skipif(not SERVE_PYTHON, reason="set DFL_PERF_SERVE_PYTHON to a Python >= 3.10 with "
-                       "dfl_perf[serve] to run this 3.8 client against its server (CI does)"),
-]
+if sys.version_info >= (3, 10):  # one skip for the module, not one per test
+    pytest.skip("this check is for DFL's Python 3.8 client; on this Python test_serve_ray.py runs the client "
+                "against its own Ray Serve", allow_module_level=True)
+if not SERVE_PYTHON:
+    pytest.skip("set DFL_PERF_SERVE_PYTHON to a Python >= 3.10 with dfl_perf[serve] to run this 3.8 client "
+                "against its server (CI does)", allow_module_level=True)
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")

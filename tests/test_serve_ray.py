@@ -28,7 +28,7 @@ pytest.importorskip("onnx")
 cv2 = pytest.importorskip("cv2")
 
 from dfl_perf.facepipe.standin import save_dfm_standin  # noqa: E402
-from dfl_perf.remote import RemoteSwapper  # noqa: E402
+from dfl_perf.remote import RemoteSwapError, RemoteSwapper  # noqa: E402
 
 TOKEN = "test-token-1234"
 RES = 224
@@ -41,7 +41,9 @@ def model_path(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def served(model_path):
-    server = ServeProcess(PYTHON, model_path, token=TOKEN, extra=["--max-batch", "4", "--batch-wait-ms", "5"])
+    # TLS and a token: what README asks for off this machine (plain HTTP only if there is no openssl)
+    server = ServeProcess(PYTHON, model_path, token=TOKEN, extra=["--max-batch", "4", "--batch-wait-ms", "5"],
+                          tls=True)
     try:
         yield server.wait_ready()
     finally:
@@ -58,11 +60,14 @@ def _smooth_faces(n=1, seed=0):
     return np.stack([cv2.GaussianBlur(face, (0, 0), 6) for face in _faces(n, seed)])
 
 
-def _post(url, body=b"", headers=None, method="POST"):
-    request = urllib.request.Request(url, data=body if method == "POST" else None, method=method,
+def _post(served, path, body=b"", headers=None, method="POST"):
+    import ssl
+
+    request = urllib.request.Request(served.url + path, data=body if method == "POST" else None, method=method,
                                      headers=headers or {})
+    context = ssl.create_default_context(cafile=served.cafile) if served.cafile else None
     try:
-        with urllib.request.urlopen(request, timeout=30) as reply:
+        with urllib.request.urlopen(request, timeout=30, context=context) as reply:
             return reply.status, reply.read().decode("utf-8", "replace")
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode("utf-8", "replace")
@@ -71,12 +76,12 @@ def _post(url, body=b"", headers=None, method="POST"):
 def test_remote_outputs_equal_local_ones_on_the_same_faces(served, model_path):
     faces = _smooth_faces(3, seed=1)
     local = local_swap(model_path, faces)
-    with RemoteSwapper(served.url, token=TOKEN) as client:
+    with RemoteSwapper(served.url, token=TOKEN, cafile=served.cafile) as client:
         assert client.info()["batching"] is True and client.resolution == RES
         raw = client.swap(faces)
         timing = client.last_server_timing()
         assert 0 < timing["model"] <= timing["replica"]
-    with RemoteSwapper(served.url, token=TOKEN, codec="jpeg") as client:
+    with RemoteSwapper(served.url, token=TOKEN, codec="jpeg", cafile=served.cafile) as client:
         jpeg = client.swap(faces)
         assert client.stats()["bytes_per_face"] < 100_000
     for remote, here in zip(raw, local):
@@ -85,16 +90,32 @@ def test_remote_outputs_equal_local_ones_on_the_same_faces(served, model_path):
         assert np.abs(remote - here).mean() * 255 < 3  # lossy
 
 
-def _status_of_partial_upload(port, headers, declared, sent):
+def _status_of_partial_upload(served, headers, declared, sent):
     """Send a request that declares ``declared`` body bytes but sends only ``sent``; the reply's status."""
     import socket
+    import ssl
 
     lines = ["POST /swap HTTP/1.1", "Host: 127.0.0.1", "Content-Length: %d" % declared]
     lines += ["%s: %s" % item for item in headers.items()]
-    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+    with socket.create_connection(("127.0.0.1", served.port), timeout=20) as raw:
+        sock = ssl.create_default_context(cafile=served.cafile).wrap_socket(raw, server_hostname="127.0.0.1") \
+            if served.cafile else raw
         sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + b"\0" * sent)
-        reply = sock.recv(4096).decode("latin-1")
+        reply = b""
+        while b"\r\n\r\n" not in reply or len(reply.split(b"\r\n\r\n", 1)[1]) < _length(reply):
+            chunk = sock.recv(4096)  # with TLS the head and the body come in separate records
+            if not chunk:
+                break
+            reply += chunk
+        reply = reply.decode("latin-1")
     return int(reply.split(" ", 2)[1]), reply
+
+
+def _length(head):
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            return int(line.split(b":")[1])
+    return 0
 
 
 def test_any_path_without_the_right_token_is_401_before_the_body_is_read(served):
@@ -102,13 +123,13 @@ def test_any_path_without_the_right_token_is_401_before_the_body_is_read(served)
     for path, method in (("/swap", "POST"), ("/info", "GET"), ("/healthz", "GET"), ("/anything/else", "GET")):
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic " + TOKEN},
                         {"Authorization": "Bearer " + TOKEN[:-1]}):
-            status, text = _post(served.url + path, garbage, dict(headers, **{"X-Faces": "1"}), method)
+            status, text = _post(served, path, garbage, dict(headers, **{"X-Faces": "1"}), method)
             assert status == 401, (path, headers, status, text)
             assert "unauthorized" in text
     # 20 MB declared, 64 KB sent: the refusal comes without waiting for the rest of the body
-    status, reply = _status_of_partial_upload(served.port, {"Authorization": "Bearer wrong"}, 20 << 20, 65536)
+    status, reply = _status_of_partial_upload(served, {"Authorization": "Bearer wrong"}, 20 << 20, 65536)
     assert status == 401, reply
-    status, _ = _post(served.url + "/healthz", headers={"Authorization": "Bearer " + TOKEN}, method="GET")
+    status, _ = _post(served, "/healthz", headers={"Authorization": "Bearer " + TOKEN}, method="GET")
     assert status == 200
 
 
@@ -125,20 +146,20 @@ def test_bad_bodies_get_400_naming_the_problem_and_the_server_keeps_serving(serv
         (dict(headers, **{"X-Codec": "jpeg", "X-Parts": "5,5"}), b"0123456789", "face 0: not a decodable JPEG"),
     ]
     for case_headers, case_body, message in cases:
-        status, text = _post(served.url + "/swap", case_body, case_headers)
+        status, text = _post(served, "/swap", case_body, case_headers)
         assert status == 400 and message in text, (status, text)
     auth = {"Authorization": "Bearer " + TOKEN}
-    status, reply = _status_of_partial_upload(served.port, dict(headers, **auth), 20 << 20, 65536)
+    status, reply = _status_of_partial_upload(served, dict(headers, **auth), 20 << 20, 65536)
     assert status == 400 and "oversized body: Content-Length 20971520 is over this server's limit" in reply
-    with RemoteSwapper(served.url, token=TOKEN) as client:
+    with RemoteSwapper(served.url, token=TOKEN, cafile=served.cafile) as client:
         assert client.swap(_faces())[0].shape == (1, RES, RES, 3)
         assert client.info(refresh=True)["rejected"] >= len(cases) + 1
 
 
 def test_faces_from_several_clients_share_model_runs(served):
-    with RemoteSwapper(served.url, token=TOKEN) as probe:
+    with RemoteSwapper(served.url, token=TOKEN, cafile=served.cafile) as probe:
         before = probe.info(refresh=True)
-    clients = [RemoteSwapper(served.url, token=TOKEN) for _ in range(4)]
+    clients = [RemoteSwapper(served.url, token=TOKEN, cafile=served.cafile) for _ in range(4)]
     try:
         def stream(client, seed):
             for i in range(6):
@@ -159,6 +180,19 @@ def test_faces_from_several_clients_share_model_runs(served):
     assert runs < faces, "no two requests shared a model run (%d runs for %d faces)" % (runs, faces)
 
 
+def test_tls_with_serves_own_options(served):
+    if served.cafile is None:
+        pytest.skip("openssl not found: the module's server runs plain HTTP, so TLS is not checked")
+    with RemoteSwapper(served.url, token=TOKEN, cafile=served.cafile) as client:
+        assert client.swap(_faces())[0].shape == (1, RES, RES, 3)
+    with RemoteSwapper(served.url, token=TOKEN) as client:  # a private certificate, not trusted by default
+        with pytest.raises(RemoteSwapError, match="CERTIFICATE_VERIFY_FAILED"):
+            client.info()
+    with RemoteSwapper(served.url.replace("https", "http"), token=TOKEN) as client:  # no plain HTTP on that port
+        with pytest.raises(RemoteSwapError):
+            client.info()
+
+
 def _stream(client, stop, results, period=0.05):
     """Swap one face every ``period`` s until ``stop``; every frame's (status, reason) into ``results``."""
     i = 0
@@ -176,7 +210,7 @@ def test_a_killed_replica_is_restarted_by_serve_and_the_stream_resumes(served):
     replicas = served.replica_pids()
     assert len(replicas) == 1, served.ray_processes()
     results, stop = [], threading.Event()
-    with RemoteSwapper(served.url, token=TOKEN, timeout=2.0, retry_interval=0.2) as client:
+    with RemoteSwapper(served.url, token=TOKEN, timeout=2.0, retry_interval=0.2, cafile=served.cafile) as client:
         thread = threading.Thread(target=_stream, args=(client, stop, results))
         thread.start()
         try:
@@ -201,7 +235,7 @@ def test_server_stopped_mid_stream_frames_get_errors_and_nothing_is_left(served)
     processes = served.ray_processes()
     assert len(processes) >= 4  # the command, gcs, raylet, workers: the test below must see them go
     results, stop = [], threading.Event()
-    with RemoteSwapper(served.url, token=TOKEN, timeout=1.0, retry_interval=0.2) as client:
+    with RemoteSwapper(served.url, token=TOKEN, timeout=1.0, retry_interval=0.2, cafile=served.cafile) as client:
         thread = threading.Thread(target=_stream, args=(client, stop, results))
         thread.start()
         try:

@@ -20,10 +20,12 @@ import numpy as np
 
 from dfl_perf.remote.wire import CODECS, SwapReply, WireError, decode_reply, encode_request, quantise
 
-__all__ = ["RemoteSwapper", "RemoteSwapError", "SwapResult", "TOKEN_ENV"]
+__all__ = ["RemoteSwapper", "RemoteSwapError", "SwapResult", "TOKEN_ENV", "CAFILE_ENV"]
 
 #: environment variable holding the token (client and server)
 TOKEN_ENV = "DFL_PERF_SERVE_TOKEN"
+#: environment variable naming a CA bundle for an https:// server with a private certificate
+CAFILE_ENV = "DFL_PERF_SERVE_CAFILE"
 Faces = Union[np.ndarray, Sequence[np.ndarray]]
 _INV255 = np.float32(1.0 / 255.0)
 
@@ -118,7 +120,7 @@ class RemoteSwapper:
     whole exchange. ``codec``: 'raw' (exact; 150 KB up per 224 face) or 'jpeg' (about 10x fewer
     bytes, needs OpenCV). ``connections``: keep-alive connections, so that many requests can be in
     flight at once (from several threads, or through ``submit``). ``cafile``: a CA bundle for an
-    ``https://`` server with a private certificate. When the server cannot be reached, calls fail
+    ``https://`` server with a private certificate (default: ``DFL_PERF_SERVE_CAFILE``). When the server cannot be reached, calls fail
     at once for ``retry_interval`` seconds (no pile-up of frames waiting on a dead host), then the
     next call connects again.
 
@@ -138,7 +140,7 @@ class RemoteSwapper:
             raise ValueError("timeout must be > 0 seconds, got %r" % (timeout,))
         if connections < 1:
             raise ValueError("connections must be >= 1, got %r" % (connections,))
-        self.endpoint = _Endpoint(url, cafile)
+        self.endpoint = _Endpoint(url, cafile if cafile is not None else (os.environ.get(CAFILE_ENV) or None))
         self.url = self.endpoint.url
         self.token = token if token is not None else (os.environ.get(TOKEN_ENV) or None)
         self.timeout = float(timeout)
