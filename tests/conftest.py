@@ -133,7 +133,7 @@ ALLOWED_SKIPS: List[Tuple[str, str, str]] = [
     ("", r"this onnxruntime has CUDA", "the CPU build's message cannot be shown on a CUDA build"),
     ("", r"cannot write MJPG/AVI", "an OpenCV build without that codec"),
     # the other Python's half of a check
-    (r"test_remote_py38\.py::", r"^this check is for DFL's Python 3\.8 client",
+    (r"test_remote_py38\.py", r"^this check is for DFL's Python 3\.8 client",
      "DFL's 3.8 client against a server from a newer Python: the 3.8 job runs it"),
     # the bigger real models: never in the repo (licences and size); read from ../shared when present
     (r"test_facepipe_landmarks\.py::test_(points_agree_with_detector_keypoints|facemesh_score_separates)", _SHARED,
