@@ -19,9 +19,10 @@ import pytest
 from tests.serve_harness import ServeProcess, alive, local_swap, ray_python, wait_for
 
 PYTHON = ray_python()
-pytestmark = pytest.mark.skipif(
-    PYTHON is None, reason="Ray Serve needs Python >= 3.10 and dfl_perf[serve]; the client is tested on this "
-                           "Python by test_remote_client.py (and test_remote_py38.py against a newer Python's server)")
+if PYTHON is None:  # one skip for the module
+    pytest.skip("Ray Serve needs Python >= 3.10 and dfl_perf[serve]; the client is tested on this Python by "
+                "test_remote_client.py (and test_remote_py38.py against a newer Python's server)",
+                allow_module_level=True)
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
