@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -231,24 +232,76 @@ def test_a_killed_replica_is_restarted_by_serve_and_the_stream_resumes(served):
     assert all(status in ("ok", "error", "late") for status, _ in results)
 
 
-def test_server_stopped_mid_stream_frames_get_errors_and_nothing_is_left(served):
-    """Last in this module: stops the shared server (SIGTERM) while a stream runs."""
+def _clip(count):
+    from dfl_perf.facepipe.clip import make_clip
+
+    return make_clip(size=(320, 240), frames=count).to_list()
+
+
+def test_the_pipeline_with_the_remote_swap_gives_the_local_pipelines_frames(served, model_path, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from dfl_perf.facepipe.optimized import OptimizedRunner
+    from dfl_perf.facepipe.workload import Workload
+    from dfl_perf.remote.runner import RemoteDFM
+
+    frames, workload = _clip(8), Workload(dfm=model_path)
+    outputs = {}
+    for mode in ("local", "remote"):
+        dfm = RemoteDFM.connect(served.url, TOKEN, live=False, cafile=served.cafile) if mode == "remote" else None
+        got = outputs[mode] = {}
+        try:
+            with OptimizedRunner(workload, dfm=dfm, swap_workers=dfm.connections if dfm else 2) as runner:
+                runner.run(frames, sink=lambda i, frame, into=got: into.__setitem__(i, frame.copy()))
+        finally:
+            if dfm is not None:
+                dfm.close()
+    assert len(outputs["remote"]) == len(frames)
+    assert max(int(np.abs(outputs["remote"][i].astype(int) - outputs["local"][i]).max()) for i in range(8)) <= 2
+    source, out, summary = str(tmp_path / "clip.avi"), str(tmp_path / "out.avi"), str(tmp_path / "run.json")
+    writer = cv2.VideoWriter(source, cv2.VideoWriter_fourcc(*"MJPG"), 15.0, (320, 240))
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    env = dict(os.environ, DFL_PERF_SERVE_CAFILE=served.cafile or "", DFL_PERF_SERVE_TOKEN=TOKEN)
+    done = subprocess.run([sys.executable, "-m", "dfl_perf.cli", "run", "--remote", served.url, "--source", source,
+                           "--output", out, "--json", summary, "--no-progress"],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(open(summary).read())
+    assert report["frames"] == len(frames) and report["failed"] == 0
+
+
+def test_server_stopped_mid_run_frames_get_errors_and_nothing_is_left(served, model_path):
+    """Last in this module: stops the shared server (SIGTERM) while the live pipeline runs on it."""
+    from dfl_perf.facepipe.optimized import OptimizedRunner
+    from dfl_perf.facepipe.workload import Workload, paced_frames
+    from dfl_perf.remote.runner import RemoteDFM
+
     processes = served.ray_processes()
     assert len(processes) >= 4  # the command, gcs, raylet, workers: the test below must see them go
-    results, stop = [], threading.Event()
-    with RemoteSwapper(served.url, token=TOKEN, timeout=1.0, retry_interval=0.2, cafile=served.cafile) as client:
-        thread = threading.Thread(target=_stream, args=(client, stop, results))
-        thread.start()
-        try:
-            assert wait_for(lambda: len(results) >= 5, 30)
-            served.proc.send_signal(signal.SIGTERM)
-            code = served.proc.wait(60)
-            stopped_at = len(results)
-            assert wait_for(lambda: len(results) >= stopped_at + 5, 30)
-        finally:
-            stop.set()
-            thread.join(30)
-    assert not thread.is_alive()
-    assert code == 0, served.log()[-2000:]
-    assert all(status == "error" and reason for status, reason in results[stopped_at:])
+    stopped = {}
+
+    def stop_server():
+        served.proc.send_signal(signal.SIGTERM)
+        stopped["code"] = served.proc.wait(60)
+
+    with RemoteDFM.connect(served.url, TOKEN, live=True, cafile=served.cafile) as dfm:
+        with OptimizedRunner(Workload(dfm=model_path), live=True, deadline=1.0, dfm=dfm,
+                             swap_workers=dfm.connections) as runner:
+            timer = threading.Timer(2.0, stop_server)
+            timer.start()
+            start = time.perf_counter()
+            stats = runner.run(paced_frames(_clip(30), 15.0, 8.0))
+            elapsed = time.perf_counter() - start
+            timer.join(60)
+    counts = stats.accounting
+    assert elapsed < 20.0  # the source's 8 s and a little: no hang
+    assert stopped["code"] == 0, served.log()[-2000:]
+    assert stats.frames > 0 and counts["error"] > 0, counts
+    assert counts["submitted"] == counts["done"] + counts["dropped"] + counts["late"] + counts["error"]
+    assert any("RemoteSwapError" in e for e in stats.errors), stats.errors
     assert wait_for(lambda: not alive(processes), 15), ["%d %s" % (p.pid, p.name()) for p in alive(processes)]
