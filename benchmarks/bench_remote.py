@@ -85,7 +85,8 @@ class BenchServer:
         with RemoteSwapper(self.url, timeout=30) as client:
             for _ in range(300):
                 info = client.info(refresh=True)
-                if info["max_batch"] == (settings.max_batch if info["batch_axis"] == "dynamic" else 1):
+                if (info["max_batch"], info["batch_wait_ms"]) == (
+                        settings.max_batch if info["batch_axis"] == "dynamic" else 1, settings.batch_wait_ms):
                     return info
                 time.sleep(0.2)
         raise RuntimeError("redeploy with %s did not take" % (changes,))
@@ -100,8 +101,9 @@ def part_hop(server: BenchServer, face: np.ndarray, requests: int) -> Dict[str, 
     from dfl_perf.remote import RemoteSwapper
 
     results: Dict[str, Any] = {}
-    for label, batch in (("batching off", 1), ("batching on (max 8, 2 ms wait)", 8)):
-        server.deploy(max_batch=batch, batch_wait_ms=2.0)
+    for label, batch, wait in (("batching off", 1, 0.0), ("batching on (max 8, no wait)", 8, 0.0),
+                               ("batching on (max 8, 2 ms wait)", 8, 2.0)):
+        server.deploy(max_batch=batch, batch_wait_ms=wait)
         clients = {codec: RemoteSwapper(server.url, codec=codec) for codec in ("raw", "jpeg")}
         rtt: Dict[str, List[float]] = {c: [] for c in clients}
         hop: Dict[str, List[float]] = {c: [] for c in clients}
@@ -267,20 +269,19 @@ def part_batch(model: str, face: np.ndarray, sizes: List[int]) -> Dict[str, Any]
 # ---------------------------------------------------------------------------------------- live
 
 def part_live(url: str, face_model: str, seconds: float, repeats: int) -> Dict[str, Any]:
-    from dfl_perf.remote.pipeline import remote_dfm
-
     from dfl_perf.facepipe.clip import PATH_PERIOD, make_clip
     from dfl_perf.facepipe.workload import OptimizedRunner, Workload, paced_frames
+    from dfl_perf.remote.runner import RemoteDFM
 
     clip = make_clip(size=(640, 480), frames=PATH_PERIOD).to_list()
     workload = Workload(dfm=face_model)
     cells: Dict[str, List[Dict[str, float]]] = {"local": [], "remote": []}
     for repeat in range(repeats):
         for mode in (("local", "remote") if repeat % 2 == 0 else ("remote", "local")):
-            dfm = remote_dfm(url, live=True) if mode == "remote" else None
+            dfm = RemoteDFM.connect(url, live=True) if mode == "remote" else None
             try:
                 with OptimizedRunner(workload, live=True, deadline=0.25, dfm=dfm,
-                                     swap_workers=dfm.workers if dfm is not None else None) as runner:
+                                     swap_workers=dfm.connections if dfm is not None else None) as runner:
                     runner.run(clip[:10])
                     stats = runner.run(paced_frames(clip, 30.0, seconds))
             finally:
@@ -420,8 +421,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--seconds", type=float, default=6.0, help="streams/live: seconds per cell")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--streams", nargs="+", type=int, default=[1, 2, 4])
-    parser.add_argument("--max-batch", type=int, default=4, help="streams: max batch with batching on")
-    parser.add_argument("--batch-wait-ms", type=float, default=5.0, help="streams: batch wait with batching on")
+    parser.add_argument("--max-batch", type=int, default=8, help="streams: max batch with batching on (as serve)")
+    parser.add_argument("--batch-wait-ms", type=float, default=0.0, help="streams: batch wait with batching on (as serve)")
     parser.add_argument("--port", type=int, default=8265 + os.getpid() % 500)
     parser.add_argument("--json", metavar="PATH")
     args = parser.parse_args(argv)
@@ -446,7 +447,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             if "hop" in args.parts:
                 report["hop"] = part_hop(server, face, args.requests)
             if "live" in args.parts:
-                server.deploy(max_batch=8, batch_wait_ms=2.0)
+                server.deploy(max_batch=8, batch_wait_ms=0.0)
                 report["live"] = part_live(server.url, model, args.seconds, args.repeats)
             if "streams" in args.parts:
                 report["streams"] = part_streams(server, model, face, args.seconds, args.repeats, args.streams,

@@ -44,7 +44,7 @@ def model_path(tmp_path_factory):
 @pytest.fixture(scope="module")
 def served(model_path):
     # TLS and a token: what README asks for off this machine (plain HTTP only if there is no openssl)
-    server = ServeProcess(PYTHON, model_path, token=TOKEN, extra=["--max-batch", "4", "--batch-wait-ms", "5"],
+    server = ServeProcess(PYTHON, model_path, token=TOKEN, extra=["--max-batch", "4"],
                           tls=True)
     try:
         yield server.wait_ready()

@@ -1,4 +1,5 @@
-"""The Ray Serve deployment of a DFM: one ``SwapModel`` per replica, requests batched across clients.
+"""The Ray Serve deployment of a DFM: one ``SwapModel`` per replica, requests batched across clients
+(``FaceBatcher``: requests that arrive while the model is busy share its next run).
 
 Imported only by ``dfl-perf serve`` (``dfl_perf.serve.command``) and the tests and benchmarks that
 run a server: it imports Ray. The HTTP behaviour lives in ``service``, the model in ``model``.
@@ -6,9 +7,7 @@ run a server: it imports Ray. The HTTP behaviour lives in ``service``, the model
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, List, Tuple
 
@@ -17,6 +16,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from dfl_perf.remote.wire import CODECS, SwapReply, SwapRequest
+from dfl_perf.serve.batcher import FaceBatcher
 from dfl_perf.serve.model import SwapModel
 from dfl_perf.serve.service import BodyTooLarge, SwapService
 from dfl_perf.serve.settings import ServeSettings
@@ -38,12 +38,6 @@ def _node_id() -> str:
     return ray.get_runtime_context().get_node_id()
 
 
-def _timed(fn: Any, *args: Any) -> Tuple[Any, float]:
-    started = time.perf_counter()
-    result = fn(*args)
-    return result, time.perf_counter() - started
-
-
 async def _read_body(request: Request, limit: int) -> bytes:
     chunks, size = [], 0
     try:
@@ -60,19 +54,16 @@ async def _read_body(request: Request, limit: int) -> bytes:
 @serve.deployment(name="DFMSwap", graceful_shutdown_timeout_s=2.0, graceful_shutdown_wait_loop_s=0.5,
                   health_check_period_s=2.0, health_check_timeout_s=10.0)
 class DFMSwapDeployment:
-    """HTTP ingress and model in one replica: token, checks, (batched) model runs on one thread."""
+    """HTTP ingress and model in one replica: token, checks, batched model runs on one thread."""
 
     def __init__(self, settings: ServeSettings, threads: int) -> None:
         self.model = SwapModel(settings.model_path, settings.provider, threads=threads)
         self._runner = ThreadPoolExecutor(1, thread_name_prefix="dfl-perf-dfm")
-        self.batching = settings.max_batch > 1 and self.model.can_batch
-        if self.batching:
-            self._swap_batch.set_max_batch_size(settings.max_batch)
-            self._swap_batch.set_batch_wait_timeout_s(settings.batch_wait_ms / 1000.0)
+        max_batch = settings.max_batch if self.model.can_batch else 1
+        self.batcher = FaceBatcher(self.model.swap_groups, self._runner, max_batch, settings.batch_wait_ms / 1000.0)
         context = serve.get_replica_context()
         self.replica = str(getattr(context, "replica_tag", None) or context.replica_id.unique_id)
-        info: Dict[str, Any] = dict(self.model.describe(), batching=self.batching,
-                                    max_batch=settings.max_batch if self.batching else 1,
+        info: Dict[str, Any] = dict(self.model.describe(), batching=max_batch > 1, max_batch=max_batch,
                                     batch_wait_ms=settings.batch_wait_ms, codecs=_codecs(),
                                     replica=self.replica, node=_node_id(), pid=os.getpid())
         self.service = SwapService(info, settings.token, self._swap, self._counters)
@@ -88,19 +79,7 @@ class DFMSwapDeployment:
         return Response(reply.body, status_code=reply.status, headers=headers)
 
     async def _swap(self, request: SwapRequest) -> Tuple[SwapReply, float]:
-        if self.batching:
-            return await self._swap_batch(request)
-        loop = asyncio.get_running_loop()
-        replies, seconds = await loop.run_in_executor(self._runner, _timed, self.model.swap_groups,
-                                                      [(request.faces, request.morph)])
-        return replies[0], seconds
-
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.002)
-    async def _swap_batch(self, requests: List[SwapRequest]) -> List[Tuple[SwapReply, float]]:
-        loop = asyncio.get_running_loop()
-        groups = [(r.faces, r.morph) for r in requests]
-        replies, seconds = await loop.run_in_executor(self._runner, _timed, self.model.swap_groups, groups)
-        return [(reply, seconds) for reply in replies]
+        return await self.batcher.swap(request.faces, request.morph)
 
 
 def deployment_options(settings: ServeSettings, gpus: float, cpus: float, threads: int) -> Dict[str, Any]:

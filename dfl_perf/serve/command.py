@@ -49,8 +49,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="model replicas, or 'auto' to scale with the load (default 1)")
     p.add_argument("--max-batch", type=int, default=8, metavar="B",
                    help="requests batched into one model run (1: no batching; default 8)")
-    p.add_argument("--batch-wait-ms", type=float, default=2.0, metavar="W",
-                   help="how long a replica waits to fill a batch (default 2 ms)")
+    p.add_argument("--batch-wait-ms", type=float, default=0.0, metavar="W",
+                   help="also hold a batch that is not full this long for more requests (default 0: requests "
+                        "that arrive while the model is busy share its next run; an idle model never waits)")
     p.add_argument("--provider", help="execution provider of the replicas: cuda, cpu, ... (default: best available)")
     p.add_argument("--token", help="clients must send it (default: DFL_PERF_SERVE_TOKEN; required off 127.0.0.1)")
     p.add_argument("--address", metavar="auto|ray://HOST:PORT",

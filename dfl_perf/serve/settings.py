@@ -19,8 +19,9 @@ class ServeSettings:
     """Everything a replica and the command need (picklable: Ray ships it to every replica).
 
     ``replicas``: a count, or 'auto' (Serve's autoscaling between 1 and what the cluster holds).
-    ``max_batch``: requests whose faces share one model run (1: batching off). ``batch_wait_ms``:
-    how long a replica waits for more requests before running a batch that is not full.
+    ``max_batch``: requests whose faces share one model run (1: batching off); requests that arrive
+    while the model is busy share its next run. ``batch_wait_ms``: also hold a run that is not full
+    that long for more company (0: an idle model runs a request at once).
     ``threads``: intra-op threads per CPU replica (default: the cores split between the replicas).
     """
 
@@ -29,7 +30,7 @@ class ServeSettings:
     port: int = 8000
     replicas: Union[int, str] = 1
     max_batch: int = 8
-    batch_wait_ms: float = 2.0
+    batch_wait_ms: float = 0.0
     provider: Optional[str] = None
     token: Optional[str] = None
     address: Optional[str] = None
