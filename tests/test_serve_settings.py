@@ -90,3 +90,26 @@ def test_serve_says_what_is_missing_without_ray(model):
     assert done.returncode == 2
     assert "needs Ray Serve, which needs Python 3.10 or newer" in done.stderr
     assert "pip install 'dfl_perf[serve]'" in done.stderr
+
+
+def test_one_gpu_per_replica_when_the_cluster_has_gpus(model):
+    """Placement only (no GPU here: what the replicas then do on a GPU is not measured)."""
+    from dfl_perf.serve.settings import deployment_options
+
+    options, _ = deployment_options(ServeSettings(model, replicas=2), gpus=4, cpus=32, cores=8)
+    assert options["ray_actor_options"] == {"num_gpus": 1} and options["num_replicas"] == 2
+    auto, _ = deployment_options(ServeSettings(model, replicas="auto"), gpus=4, cpus=32, cores=8)
+    assert auto["autoscaling_config"]["max_replicas"] == 4 and "num_replicas" not in auto
+    cpu, _ = deployment_options(ServeSettings(model, replicas=2, provider="cpu"), gpus=4, cpus=32, cores=8)
+    assert cpu["ray_actor_options"] == {"num_cpus": 4}  # the CPU asked for: the GPUs are not taken
+
+
+def test_cpu_replicas_reserve_their_threads(model):
+    from dfl_perf.serve.settings import deployment_options
+
+    options, threads = deployment_options(ServeSettings(model, replicas=2), gpus=0, cpus=2, cores=2)
+    assert threads == 1 and options["ray_actor_options"] == {"num_cpus": 1}
+    auto, threads = deployment_options(ServeSettings(model, replicas="auto"), gpus=0, cpus=8, cores=2)
+    assert threads == 2 and auto["autoscaling_config"]["max_replicas"] == 4
+    fixed, threads = deployment_options(ServeSettings(model, threads=3, max_batch=16), gpus=0, cpus=2, cores=2)
+    assert threads == 3 and fixed["max_ongoing_requests"] == 64

@@ -19,9 +19,9 @@ from dfl_perf.remote.wire import CODECS, SwapReply, SwapRequest
 from dfl_perf.serve.batcher import FaceBatcher
 from dfl_perf.serve.model import SwapModel
 from dfl_perf.serve.service import BodyTooLarge, SwapService
-from dfl_perf.serve.settings import ServeSettings
+from dfl_perf.serve.settings import ServeSettings, deployment_options
 
-__all__ = ["DFMSwapDeployment", "build_app", "deployment_options"]
+__all__ = ["DFMSwapDeployment", "build_app"]
 
 
 def _codecs() -> List[str]:
@@ -82,28 +82,9 @@ class DFMSwapDeployment:
         return await self.batcher.swap(request.faces, request.morph)
 
 
-def deployment_options(settings: ServeSettings, gpus: float, cpus: float, threads: int) -> Dict[str, Any]:
-    """Serve options: replicas (fixed or autoscaled), one GPU each when the cluster has GPUs
-    (unless the provider is the CPU), else ``threads`` CPUs each; enough requests in flight to batch."""
-    use_gpu = gpus > 0 and (settings.provider or "").lower() not in ("cpu", "cpuexecutionprovider")
-    actor: Dict[str, Any] = {"num_gpus": 1} if use_gpu else {"num_cpus": threads}
-    per_replica = 1.0 if use_gpu else float(threads)
-    most = max(1, int((gpus if use_gpu else cpus) // per_replica))
-    options: Dict[str, Any] = {"ray_actor_options": actor,
-                               "max_ongoing_requests": max(16, 4 * settings.max_batch)}
-    if settings.replicas == "auto":
-        options["autoscaling_config"] = {"min_replicas": 1, "max_replicas": most,
-                                         "target_ongoing_requests": max(2, settings.max_batch)}
-    else:
-        options["num_replicas"] = int(settings.replicas)
-    return options
-
-
 def build_app(settings: ServeSettings, gpus: float, cpus: float) -> Any:
     """The bound Serve application for ``settings`` on a cluster with ``gpus`` GPUs and ``cpus`` CPUs."""
     from dfl_perf.devices import cpu_budget
 
-    replicas = 1 if settings.replicas == "auto" else int(settings.replicas)
-    threads = settings.threads or max(1, cpu_budget() // replicas)
-    options = deployment_options(settings, gpus, cpus, threads)
+    options, threads = deployment_options(settings, gpus, cpus, cpu_budget())
     return DFMSwapDeployment.options(**options).bind(settings, threads)

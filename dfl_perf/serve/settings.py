@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 from dfl_perf.serve.auth import ServeSetupError, check_bind
 
-__all__ = ["ServeSettings", "APP_NAME", "MAX_BATCH_LIMIT"]
+__all__ = ["ServeSettings", "APP_NAME", "MAX_BATCH_LIMIT", "deployment_options"]
 
 APP_NAME = "dfl_perf_swap"
 MAX_BATCH_LIMIT = 64
@@ -67,3 +67,25 @@ class ServeSettings:
     def url(self) -> str:
         host = "[%s]" % self.host if ":" in self.host else self.host
         return "%s://%s:%d" % (self.scheme, host, self.port)
+
+
+def deployment_options(settings: ServeSettings, gpus: float, cpus: float, cores: int) -> Tuple[Dict[str, Any], int]:
+    """(Serve's deployment options, intra-op threads per replica) on a cluster of ``gpus`` GPUs and
+    ``cpus`` CPUs, ``cores`` of them on this machine.
+
+    One GPU per replica when the cluster has GPUs (unless the provider is the CPU); on CPUs a replica
+    reserves as many CPUs as its intra-op threads (default: this machine's cores split between the
+    replicas, all of them with 'auto'). 'auto' scales between 1 and what the cluster holds.
+    """
+    use_gpu = gpus > 0 and (settings.provider or "").lower() not in ("cpu", "cpuexecutionprovider")
+    replicas = 1 if settings.replicas == "auto" else int(settings.replicas)
+    threads = settings.threads or max(1, cores // replicas)
+    actor: Dict[str, Any] = {"num_gpus": 1} if use_gpu else {"num_cpus": threads}
+    most = max(1, int(gpus if use_gpu else cpus // threads))
+    options: Dict[str, Any] = {"ray_actor_options": actor, "max_ongoing_requests": max(16, 4 * settings.max_batch)}
+    if settings.replicas == "auto":
+        options["autoscaling_config"] = {"min_replicas": 1, "max_replicas": most,
+                                         "target_ongoing_requests": max(2, settings.max_batch)}
+    else:
+        options["num_replicas"] = replicas
+    return options, threads
