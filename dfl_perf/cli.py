@@ -57,6 +57,10 @@ def _benchmark(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.ray is not None and args.remote:
+        print("dfl-perf run: --remote and --ray do not go together: --ray runs the model in its own workers",
+              file=sys.stderr)
+        return 2
     if args.ray is not None:  # Ray code lives in dfl_perf.cluster, imported only here
         from dfl_perf.cluster.command import main_args as ray_main
 
@@ -89,6 +93,12 @@ def _models(argv: List[str]) -> int:
     return models_main(argv)
 
 
+def _serve(argv: List[str]) -> int:
+    from dfl_perf.serve.command import serve_main
+
+    return serve_main(argv)
+
+
 def _dfl(argv: List[str]) -> int:
     from dfl_perf.adapters.deepfacelive import dfl_main
 
@@ -107,7 +117,7 @@ def _warn_install_problems() -> None:
 
 
 #: subcommands that parse their own arguments (everything after the command name is theirs)
-_PASSTHROUGH = {"models": _models, "dfl": _dfl}
+_PASSTHROUGH = {"models": _models, "dfl": _dfl, "serve": _serve}
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -141,6 +151,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="headless face swap: a DFM on a video file or camera, written to a video")
     p.add_argument("--model", metavar="PATH.dfm",
                    help="the DFM (or DFM-shaped ONNX) model (default: the DFM-shaped stand-in, not a real face swap)")
+    p.add_argument("--remote", metavar="URL", help="swap on a dfl-perf serve server instead of a local model")
+    p.add_argument("--token", help="the server's token (default: DFL_PERF_SERVE_TOKEN)")
+    p.add_argument("--remote-codec", choices=("raw", "jpeg"), default="raw", help="how faces travel (default raw)")
     p.add_argument("--source", required=True, action="append", metavar="VIDEO|INDEX",
                    help="a video file, or a camera index (with --ray: repeat it, or give a folder)")
     p.add_argument("--output", metavar="OUT.mp4", help="the video to write (.mp4, .avi, .mkv, .mov)")
@@ -172,6 +185,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_soak)
 
     sub.add_parser("models", help="list, fetch or locate the pinned reference models (dfl-perf models -h)")
+    sub.add_parser("serve", help="serve a DFM on Ray Serve for remote swaps (dfl-perf serve -h; needs dfl_perf[serve])")
     sub.add_parser("dfl", help="launch DeepFaceLive with dfl_perf in every worker: dfl-perf dfl PATH/main.py run "
                               "DeepFaceLive --userdata-dir DIR (dfl-perf dfl -h)")
     return parser

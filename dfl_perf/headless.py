@@ -37,6 +37,9 @@ class HeadlessOptions:
     progress: bool = True
     low_memory: bool = False  # OptimizedRunner(low_memory=True, merge_in_place=True): smaller peak, a bit less FPS
     memory_budget: Optional[str] = None  # '512M', '25%': the host memory of the runner's buffers and sessions
+    remote: Optional[str] = None  # a dfl-perf serve URL: the swap step runs there (dfl_perf.remote.runner)
+    token: Optional[str] = None  # the server's token (None: DFL_PERF_SERVE_TOKEN)
+    remote_codec: str = "raw"
 
 
 class _Stop(Exception):
@@ -82,12 +85,29 @@ def _build_runner(options: HeadlessOptions, live: bool, monitor: Any) -> Any:
     if options.model is not None and not Path(options.model).is_file():
         raise HeadlessError("model not found: %s" % options.model)
     workload = Workload(detector=options.detector, dfm=options.model, max_faces=options.max_faces)
+    dfm = _remote_dfm(options, live) if options.remote else None
     try:
         return OptimizedRunner(workload, options.provider, live=live, deadline=options.deadline if live else None,
                                monitor=monitor, low_memory=options.low_memory,
-                               merge_in_place=options.low_memory)  # a reader's frames are new arrays
+                               merge_in_place=options.low_memory,  # a reader's frames are new arrays
+                               dfm=dfm, swap_workers=dfm.connections if dfm is not None else None)
     except Exception as exc:  # ModelLoadError, DFMContractError, ModelFetchError: each says what is wrong
+        if dfm is not None:
+            dfm.close()
         raise HeadlessError("cannot use model %s: %s" % (options.model or "(the stand-in)", exc)) from exc
+
+
+def _remote_dfm(options: HeadlessOptions, live: bool) -> Any:
+    """The swap step on a dfl-perf serve server: live (short timeout) or for files (waits for the server)."""
+    from dfl_perf.remote import RemoteSwapError
+    from dfl_perf.remote.runner import RemoteDFM
+
+    if options.model is not None:
+        raise HeadlessError("give --model or --remote, not both: with --remote the server's model swaps")
+    try:
+        return RemoteDFM.connect(options.remote, options.token, options.remote_codec, live=live)
+    except (RemoteSwapError, ValueError) as exc:
+        raise HeadlessError("remote swap server %s: %s" % (options.remote, exc)) from exc
 
 
 def run_headless(options: HeadlessOptions) -> Dict[str, Any]:
@@ -134,7 +154,13 @@ def run_headless(options: HeadlessOptions) -> Dict[str, Any]:
             pass
         except ValueError as exc:  # the source went bad mid-stream
             raise HeadlessError(str(exc)) from exc
+        except RuntimeError as exc:  # files: a frame the server could not swap, even after waiting for it
+            if not options.remote:
+                raise
+            raise HeadlessError(str(exc).splitlines()[0]) from exc
         finally:
+            if options.remote:
+                runner.dfm.close()
             bar.close()
             if memory is not None:
                 memory.close()
@@ -198,7 +224,9 @@ def main_args(args: Any) -> int:
     options = HeadlessOptions(model=args.model, source=args.source, output=args.output, show=args.show,
                               provider=args.provider, max_faces=args.max_faces, max_frames=args.max_frames,
                               progress=not args.no_progress, low_memory=args.low_memory,
-                              memory_budget=getattr(args, "memory_budget", None))
+                              memory_budget=getattr(args, "memory_budget", None),
+                              remote=getattr(args, "remote", None), token=getattr(args, "token", None),
+                              remote_codec=getattr(args, "remote_codec", "raw"))
     json_path = getattr(args, "json", None)
     try:
         if json_path:

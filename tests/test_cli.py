@@ -12,7 +12,7 @@ import pytest
 from dfl_perf import __version__
 from dfl_perf.cli import main
 
-COMMANDS = ("doctor", "benchmark", "run", "soak", "models", "dfl")
+COMMANDS = ("doctor", "benchmark", "run", "soak", "models", "serve", "dfl")
 
 
 def _listed_commands(text):

@@ -25,6 +25,7 @@ BACKEND_MODULE = "apps.DeepFaceLive.backend.BackendBase"
 CSW_MODULE = "xlib.mp.csw.CSWBase"
 SHM_MODULE = "xlib.mp.MPSharedMemory"
 MP_PACKAGE = "xlib.mp"
+DFLIVE_PACKAGE = "modelhub.DFLive"
 
 #: folder holding the ``sitecustomize.py`` that activates the adapter in spawned workers
 SITE_DIR = str(Path(__file__).resolve().parent / "_site")
@@ -139,6 +140,13 @@ def _patch_startup(state: _Installed, module: Any, patch: str) -> None:
         {"patch_connections": patch_connections, "patch_worker_base": patch_worker_base}[patch](module, state.patcher)
 
 
+def _patch_model_list(state: _Installed, module: Any) -> None:
+    if state.config.remote_swap:
+        from dfl_perf.adapters.deepfacelive.remote_swap import patch_model_list
+
+        patch_model_list(module, state.patcher, state.config.remote_swap, state.config.remote_codec)
+
+
 def _targets(state: _Installed) -> Dict[str, Callable[[Any], None]]:
     def backend(module: Any) -> None:
         _patch_backend(state, module)
@@ -151,6 +159,7 @@ def _targets(state: _Installed) -> Dict[str, Callable[[Any], None]]:
         CSW_MODULE: lambda module: _patch_csw(state, module),
         SHM_MODULE: lambda module: _patch_shared_memory(state, module),
         MP_PACKAGE: lambda module: _patch_start_method(state, module),
+        DFLIVE_PACKAGE: lambda module: _patch_model_list(state, module),
     }
 
 

@@ -48,6 +48,9 @@ class DFLConfig:
     - ``fast_dfm``: replace ``DFMModel.convert`` with the pooled-buffer path.
     - ``meter``: replace DFL's per-module timing with dfl_perf's monitor; ``meter_dir`` also
       writes each process's numbers there for ``collect_meter``.
+    - ``remote_swap``: URL of a ``dfl-perf serve``: FaceSwapDFM's model list offers the server's
+      model, whose swaps run there (``remote_codec`` 'raw' or 'jpeg'; the token comes from
+      ``DFL_PERF_SERVE_TOKEN``, never from these settings).
     - ``lazy_imports``: modules imported lazily in launched processes, so workers that never run
       a model never load them.
     - ``restart_in_process``: a module restart (DFL restarts a worker on every model or device
@@ -88,6 +91,8 @@ class DFLConfig:
     lazy_heap: bool = True
     forkserver: bool = True
     memory_budget: Optional[str] = None
+    remote_swap: Optional[str] = None
+    remote_codec: str = "raw"
 
     def __post_init__(self) -> None:
         self.lazy_imports = tuple(self.lazy_imports)
@@ -102,6 +107,8 @@ class DFLConfig:
             from dfl_perf.memory._budget import parse_budget
 
             parse_budget(self.memory_budget)  # a ValueError that says how to write one
+        if self.remote_codec not in ("raw", "jpeg"):
+            raise ValueError("DFLConfig.remote_codec must be 'raw' or 'jpeg', got %r" % (self.remote_codec,))
         if self.cudnn_conv_algo_search not in ("EXHAUSTIVE", "HEURISTIC", "DEFAULT"):
             raise ValueError("DFLConfig.cudnn_conv_algo_search must be EXHAUSTIVE, HEURISTIC or DEFAULT, got %r"
                              % (self.cudnn_conv_algo_search,))

@@ -80,14 +80,17 @@ class FastDFM:
 
     ``session``: the DFM's onnxruntime session (``DFMModel._sess``). ``convert`` returns exactly what
     DFL's does; ``convert_batch`` takes a list of images (any sizes) and runs them in one batch.
+    ``runner``: instead of a session, any runner in DFMRunner's shape (the remote swap's RemoteDFM).
     """
 
-    def __init__(self, session: Any) -> None:
+    def __init__(self, session: Any, runner: Any = None) -> None:
         from dfl_perf.buffers import BufferPool, DFMRunner
 
-        device, device_id = session_device(session)
         self.pool = BufferPool()
-        self.runner = DFMRunner(session, device, device_id, host_pool=self.pool)
+        if runner is None:
+            device, device_id = session_device(session)
+            runner = DFMRunner(session, device, device_id, host_pool=self.pool)
+        self.runner = runner
         self.resolution = self.runner.resolution
 
     @property

@@ -72,6 +72,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-budget", default=None, metavar="SIZE",
                    help="per DFL process (2G, 1500M, 25%%): dfl_perf's buffers kept within it, a warning when the "
                         "process's memory nears it, idle buffers freed past 95%%")
+    p.add_argument("--remote-swap", default=None, metavar="URL",
+                   help="a dfl-perf serve server: FaceSwapDFM's model list offers its model, swapped there")
+    p.add_argument("--remote-codec", choices=("raw", "jpeg"), default=None, help="how faces travel (default raw)")
+    p.add_argument("--token", default=None, help="the server's token (default: DFL_PERF_SERVE_TOKEN)")
     p.add_argument("--config", default=None, metavar="JSON", help="settings as a JSON object (options above override it)")
     p.add_argument("main_py", metavar="main.py", help="DeepFaceLive's main.py")
     p.add_argument("dfl_args", nargs=argparse.REMAINDER, help="arguments for DeepFaceLive's main.py")
@@ -86,6 +90,7 @@ def config_from_args(args: argparse.Namespace) -> DFLConfig:
         "cudnn_conv_algo_search": args.cudnn_search, "cache_dir": args.cache_dir, "meter_dir": args.meter_dir,
         "startup_dir": args.startup_dir,
         "memory_budget": args.memory_budget,
+        "remote_swap": args.remote_swap, "remote_codec": args.remote_codec,
     }
     data.update({k: v for k, v in overrides.items() if v is not None})
     for flag, key, value in ((args.spinning, "allow_spinning", True), (args.no_cpu_fallback, "cpu_fallback", False),
@@ -201,6 +206,8 @@ def dfl_main(argv: List[str]) -> int:
             parser.error(str(exc))
     except SystemExit as exc:  # --help, or a usage error argparse has already printed
         return exc.code if isinstance(exc.code, int) else 2
+    if args.token:  # DFL's spawned workers inherit it; it never goes into the settings
+        os.environ["DFL_PERF_SERVE_TOKEN"] = args.token
     try:
         return _launch_with_report(args, config)
     except FileNotFoundError as exc:
