@@ -259,6 +259,127 @@ def test_forkserver_patch_needs_dfls_spawn_and_is_undone():
         default._actual_context = saved
 
 
+_ENV_SCRIPT = textwrap.dedent("""
+    import json, multiprocessing, os, sys
+    sys.path[:0] = [{fake!r}, {standin!r}]
+    from envprobe import report  # imports the (fake) DFL backend in the app, as DFL's app does
+
+    if __name__ == "__main__":
+        from dfl_perf.adapters.deepfacelive import forkserver
+        early = forkserver.server_pid()  # before DFL's xlib.mp is imported
+        os.environ["PROBE_LATE"] = "set by the app after launch"
+        if {devices!r}:
+            os.environ["ORT_DEVICES_INITIALIZED"] = "1"  # as DFL's device module does in the app
+        import xlib.mp  # forces spawn, as DFL's does
+        queue = multiprocessing.SimpleQueue()
+        worker = multiprocessing.Process(target=report, args=(queue,))
+        worker.start()
+        result = queue.get()
+        worker.join(60)
+        result.update(app_pid=os.getpid(), early_server=early, server=forkserver.server_pid(),
+                      folder=forkserver._ours["folder"], method=multiprocessing.get_start_method())
+        print(json.dumps(result))
+""")
+
+_FAKE_BACKEND = textwrap.dedent("""
+    import os, sys
+    IMPORTED_IN = os.getpid()
+    NUMPY_BEFORE = "numpy" in sys.modules
+    PROBE_AT_IMPORT = os.environ.get("PROBE_LATE")
+""")
+
+_ENV_PROBE = textwrap.dedent("""
+    import os
+    import apps.DeepFaceLive.backend as backend
+
+    def report(queue):
+        queue.put({"pid": os.getpid(), "ppid": os.getppid(), "probe": os.environ.get("PROBE_LATE"),
+                   "imported_in": backend.IMPORTED_IN, "numpy_before": backend.NUMPY_BEFORE,
+                   "probe_at_import": backend.PROBE_AT_IMPORT,
+                   "handoff": os.environ.get("DFL_PERF_FORKSERVER_HANDOFF")})
+""")
+
+
+def _launch_env_probe(tmp_path: Path, flags, devices: bool = True) -> dict:
+    """The launcher runs an app that sets environment after launch and starts one worker; what the worker saw."""
+    fake = tmp_path / "fake_dfl"
+    backend = fake / "apps" / "DeepFaceLive" / "backend"
+    backend.mkdir(parents=True, exist_ok=True)
+    for package in (fake / "apps", fake / "apps" / "DeepFaceLive"):
+        (package / "__init__.py").write_text("")
+    (backend / "__init__.py").write_text(_FAKE_BACKEND)
+    (fake / "envprobe.py").write_text(_ENV_PROBE)
+    script = tmp_path / "app.py"
+    script.write_text(_ENV_SCRIPT.format(fake=str(fake), standin=str(STANDIN), devices=devices))
+    env = dict(os.environ)
+    for name in ("DFL_PERF_STARTUP_DIR", CONFIG_ENV, "ORT_DEVICES_INITIALIZED", "PROBE_LATE"):
+        env.pop(name, None)
+    command = [sys.executable, "-m", "dfl_perf.adapters.deepfacelive", "--no-meter", "--cache-dir",
+               str(tmp_path / "cache")] + list(flags) + [str(script)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _gone(pid: int, timeout: float = 20.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_forkserver_starts_at_launch_and_workers_get_the_apps_environment(tmp_path):
+    from dfl_perf.adapters.deepfacelive import forkserver
+
+    if not forkserver.available():
+        pytest.skip("no forkserver start method on this platform (Windows): DFL's spawn stays")
+    seen = _launch_env_probe(tmp_path, [])
+    assert seen["method"] == "forkserver" and seen["early_server"] is not None  # running before DFL's main ran
+    assert seen["ppid"] == seen["early_server"] != seen["app_pid"]  # forked from that server
+    assert seen["probe"] == "set by the app after launch"  # the app's environment at the worker's start
+    assert seen["handoff"] is None  # the hand-over file's name stays in the server
+    # DFL's backend imported once in the server, before the fork, with the app's environment
+    assert seen["imported_in"] == seen["early_server"]
+    assert seen["probe_at_import"] == "set by the app after launch"
+    assert seen["numpy_before"] is True  # the third-party libraries first
+    assert not Path(seen["folder"]).exists()  # the hand-over folder is removed at exit
+    assert _gone(seen["server"])  # and the server ends with the app
+
+
+def test_forkserver_imports_no_dfl_module_before_the_app_enumerated_its_devices(tmp_path):
+    from dfl_perf.adapters.deepfacelive import forkserver
+
+    if not forkserver.available():
+        pytest.skip("no forkserver start method on this platform (Windows): DFL's spawn stays")
+    seen = _launch_env_probe(tmp_path, [], devices=False)  # no ORT_DEVICES_INITIALIZED in the app
+    assert seen["ppid"] == seen["early_server"] and seen["imported_in"] == seen["pid"]  # imported after the fork
+    assert seen["numpy_before"] is True and seen["probe_at_import"] == "set by the app after launch"
+    no_backend = _launch_env_probe(tmp_path, ["--no-forkserver-backend"])
+    assert no_backend["imported_in"] == no_backend["pid"] and no_backend["numpy_before"] is True
+    assert no_backend["probe"] == "set by the app after launch"
+
+
+def test_forkserver_late_or_off(tmp_path):
+    from dfl_perf.adapters.deepfacelive import forkserver
+
+    if not forkserver.available():
+        pytest.skip("no forkserver start method on this platform (Windows): DFL's spawn stays")
+    late = _launch_env_probe(tmp_path, ["--forkserver-late"])
+    assert late["early_server"] is None and late["method"] == "forkserver"
+    assert late["ppid"] == late["server"] != late["app_pid"] and late["imported_in"] == late["server"]
+    assert late["probe"] == late["probe_at_import"] == "set by the app after launch"
+    spawned = _launch_env_probe(tmp_path, ["--no-forkserver"])
+    assert spawned["method"] == "spawn" and spawned["early_server"] is None and spawned["server"] is None
+    assert spawned["ppid"] == spawned["app_pid"] and spawned["imported_in"] == spawned["pid"]
+    assert spawned["numpy_before"] is False and spawned["probe"] == "set by the app after launch"
+
+
 def test_restart_in_process_keeps_the_process_and_what_the_app_sees(tmp_path):
     plain = _run_host(tmp_path, None, restarts=2)
     fast = _run_host(tmp_path, _config(tmp_path), restarts=2)

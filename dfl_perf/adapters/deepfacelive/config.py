@@ -58,9 +58,14 @@ class DFLConfig:
       that imports everything again (``restart``).
     - ``lazy_heap``: DFL's 2 GiB frame heap is mapped without writing it full of zeros first
       (``lazy_heap``): its pages are touched as frames fill them, not all before the first worker starts.
-    - ``forkserver``: DFL's workers are forked from one server process that imported DFL's backend
-      once, instead of each spawning a fresh interpreter that imports it again (``forkserver``;
-      Linux and macOS; Windows keeps spawn).
+    - ``forkserver``: DFL's workers are forked from one server process that imported their libraries
+      and DFL's backend once, instead of each spawning a fresh interpreter that imports them again
+      (``forkserver``; Linux and macOS; Windows keeps spawn).
+    - ``forkserver_at_launch``: the launcher starts that server before DFL's ``main.py`` runs, so that
+      it imports the third-party libraries while the app starts (False: at the first worker's start).
+    - ``forkserver_backend``: the server also imports DFL's backend package once, just before its first
+      fork, with the app's environment (only when the app has enumerated its devices); False: each
+      worker imports it after its fork.
     - ``startup_dir``: every process writes its start-up timeline there (``startup``; default:
       ``meter_dir``, else env ``DFL_PERF_STARTUP_DIR``; none: nothing is recorded).
     - ``memory_budget``: per DFL process ('2G', '1500M', '25%' of RAM; None: off): a
@@ -90,6 +95,8 @@ class DFLConfig:
     restart_in_process: bool = True
     lazy_heap: bool = True
     forkserver: bool = True
+    forkserver_at_launch: bool = True
+    forkserver_backend: bool = True
     memory_budget: Optional[str] = None
     remote_swap: Optional[str] = None
     remote_codec: str = "raw"

@@ -62,6 +62,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-forkserver", action="store_true",
                    help="spawn every worker as a fresh interpreter, as DeepFaceLive does (default on Linux and "
                         "macOS: fork them from one process that imported DeepFaceLive's backend once)")
+    p.add_argument("--forkserver-late", action="store_true",
+                   help="start the forkserver at the first worker's start (default: at launch, so that it imports "
+                        "numpy, OpenCV and onnxruntime while DeepFaceLive starts)")
+    p.add_argument("--no-forkserver-backend", action="store_true",
+                   help="the forkserver imports the third-party libraries only; each worker imports "
+                        "DeepFaceLive's backend after its fork")
     p.add_argument("--restart-process", action="store_true",
                    help="restart a module in a new process on a model/device change, as DeepFaceLive does "
                         "(default: in the same process, without importing everything again)")
@@ -101,7 +107,9 @@ def config_from_args(args: argparse.Namespace) -> DFLConfig:
                              (args.no_lazy_imports, "lazy_imports", ()),
                              (args.restart_process, "restart_in_process", False),
                              (args.no_lazy_heap, "lazy_heap", False),
-                             (args.no_forkserver, "forkserver", False)):
+                             (args.no_forkserver, "forkserver", False),
+                             (args.forkserver_late, "forkserver_at_launch", False),
+                             (args.no_forkserver_backend, "forkserver_backend", False)):
         if flag:
             data[key] = value
     for key in ("meter_dir", "startup_dir"):
@@ -115,7 +123,9 @@ def launch(main_py: str, dfl_args: List[str], config: Optional[DFLConfig] = None
     path = os.path.abspath(main_py)
     if not os.path.isfile(path):
         raise FileNotFoundError("DeepFaceLive main.py not found: %s" % path)
-    install(config or DFLConfig(), propagate=True)
+    config = config or DFLConfig()
+    install(config, propagate=True)
+    _start_forkserver(config)
     saved_argv, saved_path0 = list(sys.argv), list(sys.path)
     sys.argv = [path] + list(dfl_args)
     sys.path.insert(0, os.path.dirname(path))
@@ -128,7 +138,26 @@ def launch(main_py: str, dfl_args: List[str], config: Optional[DFLConfig] = None
         sys.argv = saved_argv
         sys.path[:] = saved_path0
         uninstall()
+        _stop_forkserver()
     return 0
+
+
+def _start_forkserver(config: DFLConfig) -> None:
+    """The forkserver starts now, importing the workers' libraries while DFL's main.py starts (``forkserver``)."""
+    if not (config.forkserver and config.forkserver_at_launch):
+        return
+    from dfl_perf.adapters.deepfacelive.forkserver import start_server
+
+    try:
+        start_server()
+    except Exception as exc:  # DFL starts anyway; its first worker starts the server (or spawns)
+        sys.stderr.write("dfl-perf dfl: the forkserver did not start at launch: %r\n" % (exc,))
+
+
+def _stop_forkserver() -> None:
+    forkserver = sys.modules.get("dfl_perf.adapters.deepfacelive.forkserver")
+    if forkserver is not None:
+        forkserver.stop_server()
 
 
 def _meter_main(argv: List[str]) -> int:
