@@ -364,8 +364,6 @@ class MemoryManager:
 
 
 def _new_sampler(interval: float) -> Any:
-    try:
-        from dfl_perf.monitor import SystemSampler
-    except ImportError:  # the monitor package exports it; fall back to its module
-        from dfl_perf.monitor.sampler import SystemSampler
+    from dfl_perf.monitor.sampler import SystemSampler
+
     return SystemSampler(interval=interval)
