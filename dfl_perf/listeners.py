@@ -17,13 +17,15 @@ class Listeners:
     callback that raises is logged and does not stop the others. Call ``notify`` without holding
     your own locks: a callback may call back into you (a manager trimming the pool that grew)."""
 
-    def __init__(self) -> None:
+    def __init__(self, what: str = "listener", logger: logging.Logger = log) -> None:
+        self._what = what  # for the log line of a callback that fails
+        self._log = logger
         self._lock = threading.Lock()
         self._callbacks: List[Callable[..., Any]] = []
 
     def add(self, callback: Callable[..., Any]) -> None:
         if not callable(callback):
-            raise TypeError("listener must be callable, got %r" % (callback,))
+            raise TypeError("%s must be callable, got %r" % (self._what, callback))
         with self._lock:
             self._callbacks.append(callback)
 
@@ -42,7 +44,7 @@ class Listeners:
             try:
                 callback(*args)
             except Exception:
-                log.exception("listener %r failed", callback)
+                self._log.exception("%s %r failed", self._what, callback)
 
     def __len__(self) -> int:
         with self._lock:

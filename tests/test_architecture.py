@@ -160,6 +160,28 @@ def test_the_sessions_build_path_is_layered():
         assert not graph[module] & forbidden, "%s imports a module above it: %s" % (module, graph[module] & forbidden)
 
 
+#: What may import what, for sessions, buffers, memory and devices (issue 21): each may import the
+#: modules named here (and its own package's); nothing else of dfl_perf.
+LAYERS = {
+    "dfl_perf.devices": {"dfl_perf.lazy", "dfl_perf.ortinfo", "dfl_perf.paths"},
+    "dfl_perf.sessions": {"dfl_perf.devices", "dfl_perf.ortinfo", "dfl_perf.files", "dfl_perf.listeners",
+                          "dfl_perf.paths"},
+    "dfl_perf.buffers": {"dfl_perf.ortinfo", "dfl_perf.listeners"},
+    # pools and caches by their protocol (bytes_held, trim, on_grow), never by import; the sampler for pressure
+    "dfl_perf.memory": {"dfl_perf.devices", "dfl_perf.listeners", "dfl_perf.monitor.sampler"},
+}
+
+
+@pytest.mark.parametrize("layer", sorted(LAYERS))
+def test_each_layer_imports_only_what_lies_below_it(layer):
+    graph = import_graph()
+    for module, imports in graph.items():
+        if module != layer and not module.startswith(layer + "."):
+            continue
+        outside = {m for m in imports if m != layer and not m.startswith(layer + ".")} - LAYERS[layer]
+        assert not outside, "%s imports %s, above or beside its layer" % (module, sorted(outside))
+
+
 @pytest.mark.parametrize("low", ["dfl_perf.ortinfo", "dfl_perf.files", "dfl_perf.listeners", "dfl_perf.paths",
                                  "dfl_perf.lazy"])
 def test_the_bottom_modules_import_no_other_layer(low):

@@ -450,6 +450,34 @@ def test_bound_session_one_binding_per_thread(no_thread_leak):
         bound.run({"in_face:0": np.zeros((1, 16, 16, 3), np.float32)})
 
 
+@pytest.mark.parametrize("which", ["bound_session", "dfm_runner"])
+def test_the_buffers_of_a_thread_that_ended_go_back_when_another_arrives(which, no_thread_leak):
+    sess = _session(dfm_model(res=16))
+    pool = BufferPool()
+    if which == "bound_session":
+        runner = BoundSession(sess, host_pool=pool)
+        x = faces(1).astype(np.float32) / 255
+
+        def run():  # twice: the first run learns the output shapes, the second binds pooled outputs
+            for _ in range(2):
+                runner.run({"in_face:0": x})
+    else:
+        runner = DFMRunner(sess, host_pool=pool)
+
+        def run():
+            for _ in range(2):
+                runner.run(faces(1))
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join()
+    held_by_worker = pool.stats()["leased"]
+    assert held_by_worker > 0  # the ended thread's buffers are still bound to it
+    run()  # a new thread arrives: the ended one's buffers return to the pool (and are reused)
+    assert pool.stats()["leased"] == held_by_worker and pool.stats()["reuses"] >= held_by_worker
+    runner.close()
+    assert pool.stats()["leased"] == 0
+
+
 def test_bound_session_steady_state_allocates_no_large_numpy_arrays():
     sess = _session(dfm_model(res=64))
     bound = BoundSession(sess)

@@ -196,6 +196,22 @@ def test_trim_skips_held_and_leased_sessions(models):
         assert cache.stats()["trimmed"] == 3
 
 
+def test_hash_keys_see_external_data_files(tmp_path):
+    # Two copies of a model whose .onnx files are byte for byte the same while their external data
+    # (weights.bin) differ: content keys must tell them apart (the .onnx file's hash alone does not).
+    paths = []
+    for bias in (1.0, 2.0):
+        folder = tmp_path / ("m%d" % bias)
+        folder.mkdir()
+        onnx.save(tiny_model(bias=bias), str(folder / "m.onnx"), save_as_external_data=True,
+                  all_tensors_to_one_file=True, location="weights.bin", size_threshold=0)
+        paths.append(folder / "m.onnx")
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    with ModelCache(config=CONFIG, measure=False, hash_keys=True) as cache:
+        outs = [cache.get(p).run(None, {"x": X})[0][0, 0] for p in paths]
+        assert outs == [1.0, 2.0] and len(cache) == 2
+
+
 def test_held_is_decided_without_reference_counts(models, monkeypatch):
     # Reference counts differ between Python versions and do not exist on PyPy: a session that a
     # caller still references must count as held without them, and a trimmed one must be freed.

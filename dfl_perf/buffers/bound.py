@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import warnings
-import weakref
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
@@ -15,6 +14,7 @@ from ._graph import CudaGraphPath, GraphUnavailable, graph_session_for, session_
 from ._guard import RunGuard
 from ._pools import BufferPool, OrtValuePool, parse_device
 from ._specs import TensorSpec, check_feed_names, tensor_specs
+from ._threads import PerThread
 
 __all__ = ["BoundSession", "BoundSessionError"]
 
@@ -31,11 +31,10 @@ class BoundSessionError(RuntimeError):
 class _ThreadState:
     """What one thread owns: its IOBinding and the pooled buffers bound to it."""
 
-    __slots__ = ("thread", "io", "signature", "as_ortvalues", "host_out", "device_out", "results",
+    __slots__ = ("io", "signature", "as_ortvalues", "host_out", "device_out", "results",
                  "staging", "runs", "rebinds", "copies", "unbound_runs")
 
     def __init__(self, io: Any) -> None:
-        self.thread = weakref.ref(threading.current_thread())
         self.io = io
         self.signature: Optional[Signature] = None
         self.as_ortvalues = False
@@ -91,8 +90,8 @@ class BoundSession:
         self.copy_noncontiguous = bool(copy_noncontiguous)
         self._ort = ort_module()
         self._lock = threading.Lock()
-        self._local = threading.local()
-        self._states: List[_ThreadState] = []
+        self._threads: PerThread[_ThreadState] = PerThread(lambda: _ThreadState(self.session.io_binding()),
+                                                          self._release_state)
         self._plans: Dict[Signature, _Plan] = {}
         self._learning_runs = 0
         self._guard = RunGuard("BoundSession is closed")
@@ -132,26 +131,9 @@ class BoundSession:
         return self._graph is not None
 
     # -- per-thread state
-    def _state(self) -> _ThreadState:
-        state = getattr(self._local, "state", None)
-        if state is None:
-            state = _ThreadState(self.session.io_binding())
-            with self._lock:
-                self._prune_dead_threads_locked()
-                self._states.append(state)
-            self._local.state = state
-        return state
-
-    def _prune_dead_threads_locked(self) -> None:
-        alive = []
-        for state in self._states:
-            thread = state.thread()
-            if thread is not None and thread.is_alive():
-                alive.append(state)
-            else:
-                self._release_outputs(state)
-                self._release_staging(state)
-        self._states = alive
+    def _release_state(self, state: _ThreadState) -> None:
+        self._release_outputs(state)
+        self._release_staging(state)
 
     # -- the run
     def run(self, feeds: Mapping[str, Any], as_ortvalues: bool = False) -> List[Any]:
@@ -160,7 +142,7 @@ class BoundSession:
             return self._run(feeds, as_ortvalues)
 
     def _run(self, feeds: Mapping[str, Any], as_ortvalues: bool) -> List[Any]:
-        state = self._state()
+        state = self._threads.get()
         values, sig = self._checked_feeds(feeds, state)
         plan = self._plans.get(sig)
         if plan is None:
@@ -362,8 +344,8 @@ class BoundSession:
     # -- lifetime and counters
     def stats(self) -> Dict[str, Any]:
         """Counters: runs, output_rebinds, unbound_runs, learning_runs, input_copies, threads, cuda_graph."""
+        states = self._threads.states()
         with self._lock:
-            states = list(self._states)
             learning = self._learning_runs
             plans = len(self._plans)
         return {
@@ -384,11 +366,9 @@ class BoundSession:
         if not self._guard.close():
             return
         with self._lock:
-            states, self._states = self._states, []
             graph, self._graph = self._graph, None
-        for state in states:
-            self._release_outputs(state)
-            self._release_staging(state)
+        for state in self._threads.take_all():
+            self._release_state(state)
         if graph is not None:
             graph.close()
 

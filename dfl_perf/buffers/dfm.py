@@ -9,8 +9,6 @@ adapter's fast ``DFMModel.convert`` adds DFL's resizing and dtypes around it.
 
 from __future__ import annotations
 
-import threading
-import weakref
 from typing import Any, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -20,6 +18,7 @@ from dfl_perf.ortinfo import numpy_dtype_of
 from ._guard import RunGuard
 from ._pools import BufferPool
 from ._specs import TensorSpec, describe_shape
+from ._threads import PerThread
 from .bound import BoundSession
 
 __all__ = ["DFMRunner", "DFMOutputs", "DFMContractError", "DFMContract", "check_dfm_contract",
@@ -161,10 +160,9 @@ def _output_order(names: List[str]) -> Tuple[int, int, int]:
 
 
 class _FaceState:
-    __slots__ = ("thread", "batch", "feeds")
+    __slots__ = ("batch", "feeds")
 
     def __init__(self) -> None:
-        self.thread = weakref.ref(threading.current_thread())
         self.batch: Optional[np.ndarray] = None
         self.feeds: dict = {}
 
@@ -204,9 +202,7 @@ class DFMRunner:
         self.bound: Optional[BoundSession] = given
         if self._owns_bound:
             self.bound = BoundSession(self.session, device, device_id, host_pool=host_pool)
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._states: List[_FaceState] = []
+        self._threads: PerThread[_FaceState] = PerThread(self._new_state, self._release_state)
         self._guard = RunGuard("DFMRunner is closed: make a new one to run the model again")
 
     @property
@@ -243,7 +239,7 @@ class DFMRunner:
         return DFMOutputs(outputs[a], outputs[b], outputs[c])
 
     def _run_bound(self, faces: Faces, morph: Optional[float]) -> DFMOutputs:
-        state = self._state()
+        state = self._threads.get()
         batch = self._batch_buffer(state, self._count(faces))
         self._write_faces(faces, batch)
         feeds = state.feeds
@@ -254,29 +250,17 @@ class DFMRunner:
         a, b, c = self._order
         return DFMOutputs(outputs[a], outputs[b], outputs[c])
 
-    def _state(self) -> _FaceState:
-        state = getattr(self._local, "state", None)
-        if state is None:
-            state = _FaceState()
-            if self.morph_name is not None:
-                state.feeds[self.morph_name] = np.zeros((1,), np.float32)
-            with self._lock:
-                self._release_dead_threads_locked()
-                self._states.append(state)
-            self._local.state = state
+    def _new_state(self) -> _FaceState:
+        state = _FaceState()
+        if self.morph_name is not None:
+            state.feeds[self.morph_name] = np.zeros((1,), np.float32)
         return state
 
-    def _release_dead_threads_locked(self) -> None:
-        """Give the batch buffers of threads that have ended back to the pool (worker threads come and go)."""
-        alive = []
-        for state in self._states:
-            thread = state.thread()
-            if thread is not None and thread.is_alive():
-                alive.append(state)
-            elif state.batch is not None:
-                self.bound.host_pool.release(state.batch)  # type: ignore[union-attr]
-                state.batch = None
-        self._states = alive
+    def _release_state(self, state: _FaceState) -> None:
+        """Give a thread's batch buffer back to the pool (its thread has ended, or the runner closes)."""
+        if state.batch is not None:
+            self.bound.host_pool.release(state.batch)  # type: ignore[union-attr]
+            state.batch = None
 
     def _count(self, faces: Faces) -> int:
         if isinstance(faces, np.ndarray):
@@ -334,12 +318,8 @@ class DFMRunner:
         BoundSession if this runner made it). Idempotent; safe from another thread."""
         if not self._guard.close():
             return
-        with self._lock:
-            states, self._states = self._states, []
-        for state in states:
-            if state.batch is not None:
-                self.bound.host_pool.release(state.batch)  # type: ignore[union-attr]
-                state.batch = None
+        for state in self._threads.take_all():
+            self._release_state(state)
         if self._owns_bound:
             self.bound.close()  # type: ignore[union-attr]
 

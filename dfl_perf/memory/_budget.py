@@ -91,9 +91,9 @@ def _total_memory(kind: str, device_index: int) -> int:
         import psutil
 
         return int(psutil.virtual_memory().total)
-    from dfl_perf import devices
+    from dfl_perf.devices import detect_gpus
 
-    gpus = devices.detect_gpus()
+    gpus = detect_gpus()
     for gpu in gpus:
         if gpu.index == device_index:
             return int(gpu.memory_total)

@@ -8,6 +8,8 @@ import threading
 from collections import deque
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
+from dfl_perf.listeners import Listeners
+
 from ._budget import (
     CACHE_PRIORITY,
     POOL_PRIORITY,
@@ -70,7 +72,9 @@ class MemoryManager:
         self._warning_count = 0
         self._freed = {"budget": 0, "pressure": 0, "cleanup": 0}
         self._over_budget = {"host": False, "device": False}
-        self._callbacks: List[Callable[[PressureEvent], None]] = [on_pressure] if on_pressure else []
+        self._callbacks = Listeners("memory pressure callback", log)
+        if on_pressure is not None:
+            self._callbacks.add(on_pressure)
         self._sampler = sampler
         self._owns_sampler = False
         self._closed = False
@@ -232,16 +236,11 @@ class MemoryManager:
     # ------------------------------------------------------------------ pressure
     def add_callback(self, callback: Callable[[PressureEvent], None]) -> None:
         """Call ``callback(event)`` on every pressure level change (on the sampling thread)."""
-        if not callable(callback):
-            raise TypeError("callback must be callable, got %r" % (callback,))
-        with self._lock:
-            self._callbacks.append(callback)
+        self._callbacks.add(callback)
 
     def remove_callback(self, callback: Callable[[PressureEvent], None]) -> None:
         """Stop calling ``callback``; unknown callbacks are ignored."""
-        with self._lock:
-            if callback in self._callbacks:
-                self._callbacks.remove(callback)
+        self._callbacks.remove(callback)
 
     def on_sample(self, sample: Dict[str, Any]) -> List[PressureEvent]:
         """Listener for SystemSampler: enforce the budgets, check every signal, react.
@@ -255,7 +254,7 @@ class MemoryManager:
             if event is not None:
                 events.append(event)
         for event in events:
-            self._notify(event)
+            self._callbacks.notify(event)
         return events
 
     def _check(self, signal: str, used: int, limit: int, kind: str,
@@ -295,15 +294,6 @@ class MemoryManager:
             self._warnings.append({"time": event.time, "signal": event.signal, "level": event.level,
                                    "used": event.used, "limit": event.limit, "freed": event.freed,
                                    "message": message})
-
-    def _notify(self, event: PressureEvent) -> None:
-        with self._lock:
-            callbacks = list(self._callbacks)
-        for callback in callbacks:
-            try:
-                callback(event)
-            except Exception:
-                log.exception("memory pressure callback %r failed", callback)
 
     # ------------------------------------------------------------------ reporting
     def summary(self) -> Dict[str, Any]:
@@ -374,8 +364,6 @@ class MemoryManager:
 
 
 def _new_sampler(interval: float) -> Any:
-    try:
-        from dfl_perf.monitor import SystemSampler
-    except ImportError:  # the monitor package exports it; fall back to its module
-        from dfl_perf.monitor.sampler import SystemSampler
+    from dfl_perf.monitor.sampler import SystemSampler
+
     return SystemSampler(interval=interval)

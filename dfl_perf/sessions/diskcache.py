@@ -35,7 +35,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 from dfl_perf.files import file_stamp, sha256_file, write_atomic
 from dfl_perf.ortinfo import ort_module
 from dfl_perf.sessions.config import ProviderEntry, SessionConfig
-from dfl_perf.sessions.source import ModelSource
+from dfl_perf.sessions.source import ModelSource, content_digest
 
 __all__ = ["OptimizedModelCache", "optimized_cache_dir", "cpu_fingerprint"]
 
@@ -44,7 +44,6 @@ log = logging.getLogger("dfl_perf.sessions")
 FORMAT = 1
 #: Hash the cached file on every load even when its stamp is unchanged (costs about 1 s per GB).
 ALWAYS_VERIFY_SHA256 = False
-_EXTERNAL_MARKER = b"\x0a\x08location"  # StringStringEntryProto(key="location"): external tensor data
 
 
 def optimized_cache_dir() -> Path:
@@ -76,51 +75,6 @@ def cpu_fingerprint() -> str:
             pass
         _fingerprint = "|".join(parts)
     return _fingerprint
-
-
-class _MarkerScan:
-    """Whether the chunks of a file, fed in order, contain ``marker`` (also across chunk borders)."""
-
-    def __init__(self, marker: bytes) -> None:
-        self.marker = marker
-        self.found = False
-        self._tail = b""
-
-    def __call__(self, chunk: bytes) -> None:
-        if not self.found:
-            keep = len(self.marker) - 1
-            self.found = self.marker in chunk or self.marker in self._tail + chunk[:keep]
-            self._tail = chunk[-keep:]
-
-
-def _scan_file(path: Path) -> Tuple[str, bool]:
-    """(sha256 of the file, whether it holds an external-data reference), in one read."""
-    scan = _MarkerScan(_EXTERNAL_MARKER)
-    return sha256_file(path, scan), scan.found
-
-
-def _external_files(path: str) -> List[str]:
-    """Relative locations of the external data files a model file refers to."""
-    import onnx
-
-    model = onnx.load(path, load_external_data=False)
-    found = set()
-
-    def visit(graph) -> None:
-        tensors = list(graph.initializer) + [s.values for s in graph.sparse_initializer]
-        for node in graph.node:
-            for attr in node.attribute:
-                tensors.extend([attr.t] if attr.HasField("t") else [])
-                tensors.extend(attr.tensors)
-                for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                    visit(sub)
-        for tensor in tensors:
-            for entry in tensor.external_data:
-                if entry.key == "location":
-                    found.add(entry.value)
-
-    visit(model.graph)
-    return sorted(found)
 
 
 class _Writer:
@@ -176,17 +130,13 @@ class OptimizedModelCache:
     # ------------------------------------------------------------------------------ keys
 
     def source_digest(self, source: ModelSource) -> Tuple[Optional[str], bool]:
-        """(sha256 of the model and its external data files, whether it has external data).
-
-        The digest is None when the model cannot be cached.
-        """
+        """``content_digest(source)`` (sha256 of the model and its external data files, whether it has
+        external data), remembered on disk by the file's stamp so a later process does not hash a
+        500 MB model again. The digest is None when the model cannot be cached."""
         if source.path is None:
-            if _EXTERNAL_MARKER in source.data:
-                return None, True  # external data relative to an unknown folder
-            return hashlib.sha256(source.data).hexdigest(), False
+            return content_digest(source)
         real = os.path.realpath(source.path)
-        stat = os.stat(real)
-        stamp = file_stamp(stat)
+        stamp = file_stamp(os.stat(real))
         memo = self.directory() / "sources" / (hashlib.sha256(real.encode("utf-8", "replace")).hexdigest()[:32]
                                                + ".json")
         try:
@@ -195,26 +145,12 @@ class OptimizedModelCache:
                 return known["sha256"], False
         except (OSError, ValueError, KeyError, AttributeError):
             pass
-        sha, external = _scan_file(Path(real))
-        if external:  # never memoised: the data files can change while the .onnx file does not
-            return self._with_external_data(real, sha), True
-        with contextlib.suppress(OSError):
-            memo.parent.mkdir(mode=0o700, exist_ok=True)
-            write_atomic(memo, json.dumps({"path": real, "stamp": stamp, "sha256": sha}).encode())
-        return sha, False
-
-    @staticmethod
-    def _with_external_data(real: str, sha: str) -> Optional[str]:
-        try:
-            files = _external_files(real)
-        except Exception as exc:  # onnx missing or the file unreadable: do not cache it
-            log.info("not caching %s: cannot list its external data (%s)", real, exc)
-            return None
-        digest = hashlib.sha256(sha.encode())
-        for name in files:
-            data_sha = sha256_file(Path(os.path.dirname(real)) / name)
-            digest.update(("%s=%s;" % (name, data_sha)).encode())
-        return digest.hexdigest()
+        digest, external = content_digest(source)
+        if digest is not None and not external:  # never memoised: the data files can change alone
+            with contextlib.suppress(OSError):
+                memo.parent.mkdir(mode=0o700, exist_ok=True)
+                write_atomic(memo, json.dumps({"path": real, "stamp": stamp, "sha256": digest}).encode())
+        return digest, external
 
     @staticmethod
     def key(source_digest: str, config: SessionConfig, providers: List[ProviderEntry]) -> str:
