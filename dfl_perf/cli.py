@@ -143,6 +143,9 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="smaller peak memory for a little less FPS (one swap worker, at most 3 frames alive)")
     p.add_argument("--json", metavar="PATH", help="write the run's summary (frames, dropped, late, failed, FPS, "
                    "latency percentiles) as JSON")
+    p.add_argument("--target-fps", type=float, metavar="FPS",
+                   help="cameras: hold this frame rate when the machine cannot keep up, by detecting faces less "
+                        "often and at a smaller detector input (default: the camera's rate; 0: fixed quality)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run)
 

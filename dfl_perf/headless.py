@@ -36,6 +36,7 @@ class HeadlessOptions:
     max_frames: Optional[int] = None
     progress: bool = True
     low_memory: bool = False  # OptimizedRunner(low_memory=True, merge_in_place=True): smaller peak, a bit less FPS
+    target_fps: Optional[float] = None  # cameras: the rate held by the detect knobs (None: the camera's; 0: off)
 
 
 class _Stop(Exception):
@@ -72,16 +73,20 @@ def _open_writer(output: str, fps: float, size: Any) -> Any:
     return writer
 
 
-def _build_runner(options: HeadlessOptions, live: bool, monitor: Any) -> Any:
+def _build_runner(options: HeadlessOptions, live: bool, monitor: Any, source_fps: float = 30.0) -> Any:
     from dfl_perf.facepipe.workload import OptimizedRunner, Workload
 
     if options.model is not None and not Path(options.model).is_file():
         raise HeadlessError("model not found: %s" % options.model)
+    if options.target_fps is not None and not options.target_fps >= 0:
+        raise HeadlessError("target FPS must be >= 0 (0: fixed quality), got %r" % (options.target_fps,))
     workload = Workload(detector=options.detector, dfm=options.model, max_faces=options.max_faces)
     try:
+        target = (options.target_fps if options.target_fps is not None else source_fps) if live else None
         return OptimizedRunner(workload, options.provider, live=live, deadline=options.deadline if live else None,
                                monitor=monitor, low_memory=options.low_memory,
-                               merge_in_place=options.low_memory)  # a reader's frames are new arrays
+                               merge_in_place=options.low_memory,  # a reader's frames are new arrays
+                               target_fps=target or None)
     except Exception as exc:  # ModelLoadError, DFMContractError, ModelFetchError: each says what is wrong
         raise HeadlessError("cannot use model %s: %s" % (options.model or "(the stand-in)", exc)) from exc
 
@@ -102,7 +107,7 @@ def run_headless(options: HeadlessOptions) -> Dict[str, Any]:
     except (OSError, ValueError) as exc:
         raise HeadlessError(str(exc)) from exc
     with source, PerformanceMonitor(sample_system=options.show) as monitor:
-        runner = _build_runner(options, live=source.is_camera, monitor=monitor)
+        runner = _build_runner(options, live=source.is_camera, monitor=monitor, source_fps=source.fps)
         writer = _open_writer(options.output, source.fps, source.size) if options.output else None
         bar = ProgressBar("run", source.frame_count or 0, enabled=None if options.progress and source.frame_count else False)
 
@@ -119,11 +124,13 @@ def run_headless(options: HeadlessOptions) -> Dict[str, Any]:
             bar.advance()
 
         accounting: Dict[str, int] = {}
+        adaptive: Dict[str, Any] = {}
         try:
             with runner:
                 stats = runner.run(source, sink=sink)
                 accounting = {k: int(v) for k, v in stats.accounting.items()
                               if k in ("submitted", "done", "dropped", "late", "error")}
+                adaptive = stats.adaptive
         except _Stop:
             pass
         except ValueError as exc:  # the source went bad mid-stream
@@ -136,7 +143,7 @@ def run_headless(options: HeadlessOptions) -> Dict[str, Any]:
                 import cv2
 
                 cv2.destroyAllWindows()
-        return dict(monitor.summary(), accounting=accounting)
+        return dict(monitor.summary(), accounting=accounting, adaptive=adaptive)
 
 
 def format_summary(summary: Dict[str, Any]) -> str:
@@ -158,7 +165,8 @@ def main_args(args: Any) -> int:
     """``dfl-perf run`` with parsed arguments; prints errors in words and returns the exit code."""
     options = HeadlessOptions(model=args.model, source=args.source, output=args.output, show=args.show,
                               provider=args.provider, max_faces=args.max_faces, max_frames=args.max_frames,
-                              progress=not args.no_progress, low_memory=args.low_memory)
+                              progress=not args.no_progress, low_memory=args.low_memory,
+                              target_fps=getattr(args, "target_fps", None))
     json_path = getattr(args, "json", None)
     try:
         if json_path:
