@@ -167,6 +167,9 @@ def _build_parser() -> argparse.ArgumentParser:
                    "latency percentiles) as JSON")
     p.add_argument("--memory-budget", metavar="SIZE", help="keep the runner's buffers and cached sessions within "
                    "this much host memory (512M, 2G, 25%%): idle buffers, then unused sessions are freed as they grow")
+    p.add_argument("--target-fps", type=float, metavar="FPS",
+                   help="cameras: hold this frame rate when the machine cannot keep up, by detecting faces less "
+                        "often and at a smaller detector input (default: the camera's rate; 0: fixed quality)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
                    help="run on Ray (pip install \"dfl_perf[ray]\"): no ADDRESS starts a local Ray (or joins "

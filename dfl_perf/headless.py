@@ -40,6 +40,7 @@ class HeadlessOptions:
     remote: Optional[str] = None  # a dfl-perf serve URL: the swap step runs there (dfl_perf.remote.runner)
     token: Optional[str] = None  # the server's token (None: DFL_PERF_SERVE_TOKEN)
     remote_codec: str = "raw"
+    target_fps: Optional[float] = None  # cameras: the rate held by the detect knobs (None: the camera's; 0: off)
 
 
 class _Stop(Exception):
@@ -79,18 +80,22 @@ def _open_writer(output: str, fps: float, size: Any) -> Any:
     return writer
 
 
-def _build_runner(options: HeadlessOptions, live: bool, monitor: Any) -> Any:
+def _build_runner(options: HeadlessOptions, live: bool, monitor: Any, source_fps: float = 30.0) -> Any:
     from dfl_perf.facepipe.workload import OptimizedRunner, Workload
 
     if options.model is not None and not Path(options.model).is_file():
         raise HeadlessError("model not found: %s" % options.model)
+    if options.target_fps is not None and not options.target_fps >= 0:
+        raise HeadlessError("target FPS must be >= 0 (0: fixed quality), got %r" % (options.target_fps,))
     workload = Workload(detector=options.detector, dfm=options.model, max_faces=options.max_faces)
     dfm = _remote_dfm(options, live) if options.remote else None
     try:
+        target = (options.target_fps if options.target_fps is not None else source_fps) if live else None
         return OptimizedRunner(workload, options.provider, live=live, deadline=options.deadline if live else None,
                                monitor=monitor, low_memory=options.low_memory,
                                merge_in_place=options.low_memory,  # a reader's frames are new arrays
-                               dfm=dfm, swap_workers=dfm.connections if dfm is not None else None)
+                               dfm=dfm, swap_workers=dfm.connections if dfm is not None else None,
+                               target_fps=target or None)
     except Exception as exc:  # ModelLoadError, DFMContractError, ModelFetchError: each says what is wrong
         if dfm is not None:
             dfm.close()
@@ -127,7 +132,7 @@ def run_headless(options: HeadlessOptions) -> Dict[str, Any]:
         raise HeadlessError(str(exc)) from exc
     budget = _parse_budget(options.memory_budget)
     with source, PerformanceMonitor(sample_system=options.show) as monitor:
-        runner = _build_runner(options, live=source.is_camera, monitor=monitor)
+        runner = _build_runner(options, live=source.is_camera, monitor=monitor, source_fps=source.fps)
         memory = _memory_manager(budget, runner)
         writer = _open_writer(options.output, source.fps, source.size) if options.output else None
         bar = ProgressBar("run", source.frame_count or 0, enabled=None if options.progress and source.frame_count else False)
@@ -145,11 +150,13 @@ def run_headless(options: HeadlessOptions) -> Dict[str, Any]:
             bar.advance()
 
         accounting: Dict[str, int] = {}
+        adaptive: Dict[str, Any] = {}
         try:
             with runner:
                 stats = runner.run(source, sink=sink)
                 accounting = {k: int(v) for k, v in stats.accounting.items()
                               if k in ("submitted", "done", "dropped", "late", "error")}
+                adaptive = stats.adaptive
         except _Stop:
             pass
         except ValueError as exc:  # the source went bad mid-stream
@@ -170,7 +177,7 @@ def run_headless(options: HeadlessOptions) -> Dict[str, Any]:
                 import cv2
 
                 cv2.destroyAllWindows()
-        summary = dict(monitor.summary(), accounting=accounting)
+        summary = dict(monitor.summary(), accounting=accounting, adaptive=adaptive)
         if memory is not None:
             books = memory.summary()
             summary["memory"] = dict(books["budgets"]["host"], freed=books["freed"]["budget"])
@@ -226,7 +233,8 @@ def main_args(args: Any) -> int:
                               progress=not args.no_progress, low_memory=args.low_memory,
                               memory_budget=getattr(args, "memory_budget", None),
                               remote=getattr(args, "remote", None), token=getattr(args, "token", None),
-                              remote_codec=getattr(args, "remote_codec", "raw"))
+                              remote_codec=getattr(args, "remote_codec", "raw"),
+                              target_fps=getattr(args, "target_fps", None))
     json_path = getattr(args, "json", None)
     try:
         if json_path:

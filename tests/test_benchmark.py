@@ -44,7 +44,12 @@ def test_benchmark_report(tmp_path):
     assert report["compute_bound_fps"] > 0 and set(report["optimized"]["stage_cpu_ms"]) == {"detect", "swap", "merge"}
     assert report["session_start"]["cache_hit"] < report["session_start"]["tuned_cold"]
     assert report["machine"]["versions"]["onnxruntime"]
+    load = report["optimized"]["overload"]  # live under load: offered above what the pipeline did, two ways
+    assert load["offered_fps"] == pytest.approx(1.2 * report["optimized"]["fps"])  # one repeat: its own FPS
+    assert load["fixed"]["fps"] > 0 and load["adaptive"]["fps"] > 0 and len(load["settings"]) == 1
+    assert set(report["optimized"]["workers"]) == {"detect", "swap", "merge"}
     text = format_table(report)
+    assert "live under load" in text and "holding the rate" in text
     assert "speedup" in text and "outputs_match True" in text and "of preloaded frames" in text
     per_frame = "%.1f kB" % (report["optimized"]["alloc_per_frame"] / 1e3)  # decimal units, like MB
     assert per_frame in text

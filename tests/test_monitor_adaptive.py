@@ -160,3 +160,57 @@ def test_knob_index_changes_only_when_apply_succeeds():
     assert knob.index == 0 and knob.value == 1.0 and controller.changes == []
     with pytest.raises(ValueError, match="outside"):
         knob.set_index(2)
+
+
+class LiveCamera:
+    """A 30 FPS camera feeding a pipeline whose capacity depends on the knobs and a load.
+
+    Per window the pipeline does min(30, capacity) frames; when capacity >= 30 it did every frame the
+    camera gave (``source_bound``): the FPS then shows the camera's rate, not the capacity.
+    """
+
+    def __init__(self) -> None:
+        self.every = Knob("detect_every", [1, 2, 3, 4])
+        self.load = 0.0
+
+    def capacity(self) -> float:
+        return 1.0 / (0.010 / self.every.value + 0.020 + self.load)
+
+    def window(self, controller):
+        capacity = self.capacity()
+        fps = min(30.0, capacity)
+        controller.update(fps, source_bound=capacity >= 30.0)
+        return fps
+
+
+def test_live_camera_holds_the_target_and_quality_comes_back_when_the_load_goes():
+    cam = LiveCamera()
+    controller = AdaptiveController(30.0, [cam.every], cooldown=1, improve_after=3)
+    for _ in range(10):
+        cam.window(controller)
+    assert controller.changes == []  # 33 FPS of capacity: every camera frame done at full quality
+
+    cam.load = 0.006  # 36 ms a frame at full quality: 27.8 FPS
+    fps = [cam.window(controller) for _ in range(100)]
+    assert cam.every.value == 2 and fps[-1] == 30.0  # one step buys 31 FPS of capacity: held
+    # the step's worth cannot be seen behind the camera's 30 FPS: it is undone on trial, and each
+    # failed trial doubles the wait, so the quality lost to trials stays small
+    trials = [c for c in controller.changes if c.direction == "improve"]
+    assert 1 <= len(trials) <= 8 and all(c.predicted_fps is None for c in trials)
+    assert sum(f < 30.0 for f in fps) <= 2 * len(trials) + 4
+
+    cam.load = 0.0  # the load goes: the trial holds, quality is back for good
+    fps = [cam.window(controller) for _ in range(60)]
+    assert cam.every.value == 1 and fps[-20:] == [30.0] * 20
+    last = len(controller.changes)
+    for _ in range(30):
+        cam.window(controller)
+    assert len(controller.changes) == last
+
+
+def test_a_slow_camera_is_no_reason_to_degrade():
+    knob = Knob("detect_every", [1, 2])
+    controller = AdaptiveController(30.0, [knob])
+    for _ in range(20):
+        assert controller.update(24.0, source_bound=True) is None  # the camera gives 24: all done
+    assert knob.index == 0 and controller.changes == []

@@ -45,6 +45,9 @@ class BenchmarkOptions:
     live_fps: float = 30.0  # the live phase: a camera at this rate
     live_seconds: float = 4.0
     live_deadline: float = 0.15
+    #: the live phase under load: frames offered at this multiple of the optimized all-frames FPS, for
+    #: live_seconds with fixed quality and again holding that rate as the target (0: no such phase)
+    overload: float = 1.2
     progress: bool = True
     workload_extra: Dict[str, Any] = field(default_factory=dict)
 
@@ -162,10 +165,21 @@ def _median_run(runs: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
         out["live"] = {"camera_fps": runs[0]["live"]["camera_fps"], "fps": med(lambda r: r["live"]["fps"]),
                        "offered": med(lambda r: r["live"]["offered"]), "done": med(lambda r: r["live"]["done"]),
                        "latency": {k: med(lambda r, k=k: r["live"]["latency"][k]) for k in ("p50", "p95", "p99")}}
+    if "overload" in runs[0]:
+        out["overload"] = {"factor": runs[0]["overload"]["factor"],
+                           "offered_fps": med(lambda r: r["overload"]["offered_fps"])}
+        for mode in ("fixed", "adaptive"):
+            out["overload"][mode] = {
+                "fps": med(lambda r, m=mode: r["overload"][m]["fps"]),
+                "lost": med(lambda r, m=mode: r["overload"][m]["lost"]),
+                "latency": {k: med(lambda r, k=k, m=mode: r["overload"][m]["latency"][k]) for k in ("p50", "p99")}}
+        out["overload"]["settings"] = [r["overload"]["adaptive"]["settings"] for r in runs]
+        out["overload"]["changes"] = [len(r["overload"]["adaptive"]["changes"]) for r in runs]
     if "bound_fps" in runs[0]:
         out["bound_fps"] = med(lambda r: r["bound_fps"])
         out["stage_cpu_ms"] = {k: 1000 * med(lambda r, k=k: r["stage_cpu_seconds"][k]) for k in runs[0]["stage_cpu_seconds"]}
         out["swap_workers"] = runs[0]["swap_workers"]
+        out["workers"] = runs[0].get("workers")
     return out
 
 
@@ -199,7 +213,7 @@ def run_benchmark(options: BenchmarkOptions) -> Dict[str, Any]:
         common = {"frames_path": str(frames_path), "workload": workload, "provider": provider,
                   "warmup": options.warmup, "trace_frames": options.trace_frames, "max_queue": options.max_queue,
                   "live_fps": options.live_fps, "live_seconds": options.live_seconds,
-                  "live_deadline": options.live_deadline}
+                  "live_deadline": options.live_deadline, "overload": options.overload}
         for rep in range(options.repeats):
             order = ("baseline", "optimized") if rep % 2 == 0 else ("optimized", "baseline")
             for mode in order:

@@ -67,8 +67,8 @@ def format_table(report: Dict[str, Any]) -> str:
     lines.insert(1, "-" * len(lines[0]))
     w, m, s = report["workload"], report["machine"], report["session_start"]
     check = report["output_check"]
+    lines += [""] + _overload_lines(o)
     lines += [
-        "",
         "speedup %.2fx   compute bound %.1f FPS (stages %s on %d cores)   efficiency %.0f%%" % (
             report["speedup"], report["compute_bound_fps"],
             ", ".join("%s %.1f ms" % kv for kv in o["stage_cpu_ms"].items()), m["cpu_budget"],
@@ -79,13 +79,34 @@ def format_table(report: Dict[str, Any]) -> str:
         "DFM session start: DFL-style %s, tuned cold %s, tuned from disk cache %s, in-process cache hit %s" % (
             _ms(s["dfl_create"]), _ms(s["tuned_cold"]), _ms(s["tuned_disk_cached"]), _ms(s["cache_hit"])),
         "import dfl_perf adds %.1f ms" % report["import_dfl_perf_ms"],
-        "workload: %s; detector %s; DFM %s; provider %s; %d swap workers" % (
-            w["source"], w["detector"], w["dfm"] or "stand-in (%s)" % w["dfm_cost"], w["provider"], o["swap_workers"]),
+        "workload: %s; detector %s; DFM %s; provider %s; workers %s" % (
+            w["source"], w["detector"], w["dfm"] or "stand-in (%s)" % w["dfm_cost"], w["provider"],
+            ", ".join("%s %d" % kv for kv in o["workers"].items()) if o.get("workers")
+            else "swap %d" % o["swap_workers"]),
         "machine: %s, %s cores (budget %s); %s" % (
             m["platform"], m["cpu_count"], m["cpu_budget"],
             ", ".join("%s %s" % kv for kv in m["versions"].items())),
     ]
     return "\n".join(lines)
+
+
+def _overload_lines(optimized: Dict[str, Any]) -> List[str]:
+    """The live phase under load: fixed quality vs holding the target (dfl_perf only)."""
+    load = optimized.get("overload")
+    if not load:
+        return []
+    fixed, adaptive = load["fixed"], load["adaptive"]
+    settings = ", ".join(" ".join("%s %s" % kv for kv in s.items()) for s in load["settings"] if s)
+    return [
+        "live under load: %.1f FPS offered (%.1fx the all-frames FPS), medians of %d runs:" % (
+            load["offered_fps"], load["factor"], len(load["settings"])),
+        "  fixed quality:    %.1f FPS, %d frames lost, latency p50 %s p99 %s" % (
+            fixed["fps"], fixed["lost"], _ms(fixed["latency"]["p50"]), _ms(fixed["latency"]["p99"])),
+        "  holding the rate: %.1f FPS, %d frames lost, latency p50 %s p99 %s (%s knob moves; at the end: %s)" % (
+            adaptive["fps"], adaptive["lost"], _ms(adaptive["latency"]["p50"]), _ms(adaptive["latency"]["p99"]),
+            "/".join(str(n) for n in load["changes"]), settings or "-"),
+        "",
+    ]
 
 
 def plot(report: Dict[str, Any], path: str) -> None:

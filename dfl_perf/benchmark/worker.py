@@ -35,6 +35,21 @@ def _live_dict(stats: RunStats, spec: Dict[str, Any]) -> Dict[str, Any]:
             "done": stats.frames, "fps": stats.frames / spec["live_seconds"], "latency": stats.latency_percentiles()}
 
 
+def _overload(runner: OptimizedRunner, frames: np.ndarray, spec: Dict[str, Any], capacity: float) -> Dict[str, Any]:
+    """Live at ``overload`` x ``capacity`` FPS offered: fixed quality, then holding that rate as the target."""
+    rate, seconds = spec["overload"] * capacity, spec["live_seconds"]
+    out: Dict[str, Any] = {"factor": spec["overload"], "offered_fps": rate, "seconds": seconds}
+    for mode, target in (("fixed", None), ("adaptive", rate)):
+        with OptimizedRunner(runner.workload, spec["provider"], cache=runner.cache, live=True,
+                             deadline=spec["live_deadline"], target_fps=target) as live:
+            live.run(frames[: spec["warmup"]])  # its worker plan, outside the measured run
+            stats = live.run(paced_frames(frames, rate, seconds))
+        out[mode] = {"fps": stats.frames / seconds, "done": stats.frames, "lost": stats.not_done,
+                     "latency": stats.latency_percentiles(), "settings": stats.adaptive.get("settings"),
+                     "changes": [(c["window"], c["knob"], c["new"]) for c in stats.adaptive.get("changes", [])]}
+    return out
+
+
 def _baseline(spec: Dict[str, Any], frames: np.ndarray) -> Dict[str, Any]:
     runner = BaselineRunner(Workload(**spec["workload"]), spec["provider"])
     runner.run(frames[: spec["warmup"]])
@@ -61,6 +76,7 @@ def _optimized(spec: Dict[str, Any], frames: np.ndarray) -> Dict[str, Any]:
         out["peak_rss"] = peak_rss_bytes()
         out["session_seconds"] = runner.session_seconds
         out["swap_workers"] = runner.swap_workers
+        out["workers"] = runner.workers
         blob = runner._detect_state()
         stages = [("detect", lambda item: runner.detect(item, blob)), ("swap", runner.swap), ("merge", runner.merge)]
         n = min(spec["trace_frames"], len(frames))
@@ -78,8 +94,11 @@ def _optimized(spec: Dict[str, Any], frames: np.ndarray) -> Dict[str, Any]:
         if spec["live_seconds"] > 0:
             with OptimizedRunner(runner.workload, spec["provider"], cache=runner.cache, live=True,
                                  deadline=spec["live_deadline"]) as live:
-                stats = live.run(paced_frames(frames, spec["live_fps"], spec["live_seconds"]))
-            out["live"] = _live_dict(stats, spec)
+                live.run(frames[: spec["warmup"]])  # its worker plan, outside the measured run
+                live_stats = live.run(paced_frames(frames, spec["live_fps"], spec["live_seconds"]))
+            out["live"] = _live_dict(live_stats, spec)
+            if spec.get("overload"):
+                out["overload"] = _overload(runner, frames, spec, out["fps"])
     return out
 
 

@@ -97,6 +97,7 @@ class RunStats:
     not_done: int = 0
     accounting: Dict[str, Any] = field(default_factory=dict)  # the pipeline's stats() once closed
     errors: List[str] = field(default_factory=list)  # live runs: the first failed frames, what and where
+    adaptive: Dict[str, Any] = field(default_factory=dict)  # live runs with a target FPS: QualityControl.report()
 
     @property
     def seconds(self) -> float:

@@ -9,12 +9,14 @@ import itertools
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
 from dfl_perf.facepipe.frames import BadFrameError, FrameItem, InFlight, check_frame
 from dfl_perf.facepipe.job import FrameSink, RunStats, Workload
+from dfl_perf.facepipe.quality import DETECTOR_SIZES, LiveQuality, free_size_model
 
 __all__ = ["OptimizedRunner", "swap_workers_for"]
 
@@ -25,6 +27,8 @@ _ERRORS_KEPT = 20
 IN_FLIGHT_SPARE = 1
 #: Runs of the three stages on the first frame that the worker plan is measured on (after one warm-up).
 PLAN_RUNS = 3
+#: Results that say the pipeline fell behind its live source (an error does not).
+_BEHIND = ("dropped", "late")
 
 
 # ---------------------------------------------------------------------------------- optimized
@@ -63,6 +67,10 @@ class OptimizedRunner:
     Workers per stage: ``plan_workers`` on the stages' costs, measured on the first frame of the
     first run (``plan``); ``swap_workers`` (or ``low_memory``) fixes them instead: that many swap
     workers, one detect and one merge worker.
+    ``target_fps`` (live): hold that frame rate when the machine cannot keep up at full quality, by
+    turning the detection interval (1, 2, 3) and then the detector's input size (its own, 256, 192;
+    from a free-size copy of the model, which needs the ``onnx`` package), through
+    ``monitor.AdaptiveController`` every half second; ``RunStats.adaptive`` says what changed and why.
     ``dfm``: the swap step's model runner, when not a ``DFMRunner`` on the workload's DFM built here:
     any object with DFMRunner's ``resolution``, ``run(faces, morph_factor)`` and ``close()`` (the
     caller keeps it and closes it).
@@ -84,7 +92,8 @@ class OptimizedRunner:
                  live: bool = False, deadline: Optional[float] = None, max_queue: int = 2,
                  disk_cache: bool = False, max_in_flight: Optional[int] = None,
                  low_memory: bool = False, merge_in_place: bool = False,
-                 mem_pattern: Optional[bool] = None, dfm: Any = None) -> None:
+                 mem_pattern: Optional[bool] = None, dfm: Any = None,
+                 target_fps: Optional[float] = None) -> None:
         from dfl_perf.buffers import BoundSession, BufferPool, DFMRunner
         from dfl_perf.devices import select_providers
         from dfl_perf.facepipe.detector import FaceDetector
@@ -94,6 +103,8 @@ class OptimizedRunner:
             raise ValueError("max_in_flight must be None or >= 1, got %r" % (max_in_flight,))
         if swap_workers is not None and swap_workers < 1:
             raise ValueError("swap_workers must be None or >= 1, got %r" % (swap_workers,))
+        if target_fps is not None and not target_fps > 0:
+            raise ValueError("target_fps must be None or > 0, got %r" % (target_fps,))
         self.workload = workload
         providers = select_providers(provider, device_id) if provider else select_providers(device_id=device_id)
         self.provider = providers[0][0]
@@ -109,6 +120,12 @@ class OptimizedRunner:
         self.session_seconds = time.perf_counter() - t0
         self.detector = FaceDetector(det_session)
         self.det_bound = BoundSession(det_session, host_pool=self.pool)
+        self._bound_sessions = [self.det_bound]
+        detectors = {self.detector.input_shape[3]: (self.detector, self.det_bound.run)}
+        if target_fps is not None:
+            detectors.update(self._smaller_detectors(workload.detector_path(), config))
+        self.quality = LiveQuality(detectors)
+        self.target_fps = target_fps
         self.dfm = dfm
         self.resolution = self.dfm.resolution
         self.low_memory = low_memory
@@ -124,6 +141,27 @@ class OptimizedRunner:
         self._runs: List[Any] = []  # (thread, pipeline, stop event) of each run in progress
         self._runs_changed = threading.Condition()
         self._closed = self._released = False
+
+    def _smaller_detectors(self, path: Any, config: Any) -> Dict[int, Tuple[Any, Any]]:
+        """The detector at DETECTOR_SIZES below the model's own, from its free-size copy; none without
+        the onnx package (which makes the copy) or for a model that cannot run at another size."""
+        from dfl_perf.buffers import BoundSession
+        from dfl_perf.facepipe.detector import FaceDetector
+        from dfl_perf.lazy import is_available
+
+        native = self.detector.input_shape[3]
+        sizes = [size for size in DETECTOR_SIZES if size < native]
+        if not sizes or not is_available("onnx"):
+            return {}
+        try:
+            session = self.cache.get(free_size_model(Path(path)), config)
+            found = {size: FaceDetector(session, input_size=(size, size)) for size in sizes}
+        except Exception as exc:  # not a YuNet we can resize: the interval knob alone
+            log.warning("no smaller detector input for %s (%s): only the detection interval adapts", path, exc)
+            return {}
+        bound = BoundSession(session, host_pool=self.pool)
+        self._bound_sessions.append(bound)
+        return {size: (detector, bound.run) for size, detector in found.items()}
 
     # -- workers per stage
     @property
@@ -218,19 +256,29 @@ class OptimizedRunner:
         return item
 
     # -- stages: each takes an FrameItem and returns it
-    def _detect_state(self) -> np.ndarray:
-        return np.zeros(self.detector.input_shape, np.float32)
+    def _detect_state(self) -> Dict[Tuple[int, ...], np.ndarray]:
+        """A detect worker's input blobs, one per detector input shape."""
+        return {self.detector.input_shape: np.zeros(self.detector.input_shape, np.float32)}
 
-    def detect(self, item: FrameItem, blob_buffer: np.ndarray) -> FrameItem:
+    def detect(self, item: FrameItem, blobs: Dict[Tuple[int, ...], np.ndarray]) -> FrameItem:
         from dfl_perf.facepipe.align import align_matrix, warp_face
 
         check_frame(item.index, item.frame)
-        det, w, res = self.detector, self.workload, self.resolution
-        blob, scale = det.preprocess(item.frame, out=blob_buffer)
-        faces = det.decode(self.det_bound.run({det.input_name: blob}), scale)[: w.max_faces]
-        item.mats = [align_matrix(f.keypoints, res, w.coverage) for f in faces]
-        if faces:
-            item.crops = self.pool.acquire((len(faces), res, res, 3), np.uint8)
+        w, res, quality = self.workload, self.resolution, self.quality
+        if quality.detection_due():
+            chosen = quality.detector()
+            det = chosen.detector
+            blob = blobs.get(det.input_shape)
+            if blob is None:
+                blob = blobs[det.input_shape] = np.zeros(det.input_shape, np.float32)
+            blob, scale = det.preprocess(item.frame, out=blob)
+            keypoints = [f.keypoints for f in det.decode(chosen.run({det.input_name: blob}), scale)[: w.max_faces]]
+            quality.remember(keypoints)
+        else:  # between detections: the faces found last
+            keypoints = quality.last_faces()
+        item.mats = [align_matrix(k, res, w.coverage) for k in keypoints]
+        if keypoints:
+            item.crops = self.pool.acquire((len(keypoints), res, res, 3), np.uint8)
             for i, M in enumerate(item.mats):
                 warp_face(item.frame, M, res, out=item.crops[i])
         return item
@@ -312,6 +360,7 @@ class OptimizedRunner:
         """
         stats = RunStats()
         errors: List[BaseException] = []
+        control = self._quality_control()
         frames = self._planned(frames)
         inflight = InFlight(None if self.live else self.max_in_flight)
         stop = threading.Event()
@@ -325,6 +374,8 @@ class OptimizedRunner:
                 try:
                     for result in pipe.results():
                         self._account(result, stats, sink, inflight)
+                        if control is not None:
+                            control.frame(result.ok, result.status in _BEHIND)
                 except BaseException:
                     stop.set()
                     pipe.close(drain=False)  # frees a feeder waiting for room; it stops at its next frame
@@ -338,9 +389,20 @@ class OptimizedRunner:
             self._end_run(pipe)
         stats.finished = time.perf_counter()
         stats.accounting = pipe.stats()
+        stats.adaptive = control.report() if control is not None else {}
         if errors:
             raise errors[0]
         return stats
+
+    def _quality_control(self) -> Any:
+        """Live with a target FPS: a QualityControl over the detect knobs, which start at their best."""
+        if not (self.live and self.target_fps):
+            return None
+        from dfl_perf.facepipe.quality import QualityControl
+
+        self.quality.set_detect_every(1)
+        self.quality.set_detector_size(self.quality.sizes[0])
+        return QualityControl(self.quality, self.target_fps)
 
     def _start_run(self, stop: threading.Event) -> Any:
         with self._runs_changed:
@@ -431,7 +493,8 @@ class OptimizedRunner:
             self._released = True
         if self._owns_dfm:
             self.dfm.close()
-        self.det_bound.close()
+        for bound in self._bound_sessions:
+            bound.close()
         if self._owns_cache:
             self.cache.clear()
 

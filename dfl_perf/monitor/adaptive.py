@@ -63,7 +63,7 @@ class KnobChange(NamedTuple):
     direction: str  # "degrade" (cheaper) or "improve" (better quality)
     fps: float  # FPS measured in that window
     target_fps: float
-    predicted_fps: Optional[float]  # for "improve": the FPS expected after the change
+    predicted_fps: Optional[float]  # for "improve": the FPS expected after the change (None: on trial)
     p95: Optional[float]  # end-to-end p95 latency (seconds) when read from a monitor
     reason: str
 
@@ -71,13 +71,14 @@ class KnobChange(NamedTuple):
 class _Step:
     """One degrade on the stack: how to undo it and what it bought."""
 
-    __slots__ = ("knob", "old_index", "fps_before", "fps_after", "patience")
+    __slots__ = ("knob", "old_index", "fps_before", "fps_after", "after_source_bound", "patience")
 
     def __init__(self, knob: Knob, old_index: int, fps_before: float, patience: int) -> None:
         self.knob = knob
         self.old_index = old_index
         self.fps_before = fps_before
         self.fps_after: Optional[float] = None
+        self.after_source_bound = False  # fps_after was the source's rate, not what the step bought
         self.patience = patience
 
 
@@ -89,10 +90,14 @@ class AdaptiveController:
     at its cheapest value goes one step cheaper. Quality comes back last-degraded-first, only when
     the FPS predicted after undoing the step (the current FPS scaled by what that step bought,
     measured after it) stays above ``target * (1 + headroom)`` for ``improve_after`` windows in a
-    row. After any change ``cooldown`` windows are skipped, so a window still holding frames from
-    before the change never drives a decision. An improvement that has to be undone soon after
-    doubles that step's patience (up to 8x), so a borderline load cannot make it oscillate.
-    Every change is logged in ``changes`` (a bounded list of ``KnobChange``).
+    row. ``update(fps, source_bound=True)`` says that the pipeline did every frame its source gave
+    in the window (a live camera): the FPS is then the source's, so a low one is no reason to
+    degrade, and when it was so after a step, what the step bought cannot be seen: the step is
+    undone on trial after ``improve_after`` such windows. After any change ``cooldown`` windows are
+    skipped, so a window still holding frames from before the change never drives a decision. An
+    improvement that has to be undone soon after doubles that step's patience (up to 8x), so a
+    borderline load cannot make it oscillate. Every change is logged in ``changes`` (a bounded
+    list of ``KnobChange``).
     """
 
     def __init__(
@@ -140,8 +145,11 @@ class AdaptiveController:
         """``{knob name: current value}``."""
         return {knob.name: knob.value for knob in self.knobs}
 
-    def update(self, fps: Optional[float] = None) -> Optional[KnobChange]:
-        """Take one window's measurement and move at most one knob; returns the change or None."""
+    def update(self, fps: Optional[float] = None, source_bound: bool = False) -> Optional[KnobChange]:
+        """Take one window's measurement and move at most one knob; returns the change or None.
+
+        ``source_bound``: every frame the source gave in the window was done (see the class doc).
+        """
         self._window += 1
         p95 = None
         if fps is None:
@@ -157,7 +165,8 @@ class AdaptiveController:
             return None
         if self._steps and self._steps[-1].fps_after is None:
             self._steps[-1].fps_after = fps  # first clean window after the last degrade
-        if fps < self.target_fps * (1.0 - self.tolerance):
+            self._steps[-1].after_source_bound = source_bound
+        if fps < self.target_fps * (1.0 - self.tolerance) and not source_bound:
             self._good_windows = 0
             return self._degrade(fps, p95)
         self.saturated = False
@@ -186,17 +195,23 @@ class AdaptiveController:
         step = self._steps[-1]
         if step.fps_after is None or step.fps_after <= 0:
             return None
-        predicted = fps * step.fps_before / step.fps_after
         needed = self.target_fps * (1.0 + self.headroom)
-        if predicted < needed:
-            self._good_windows = 0
-            return None
+        predicted: Optional[float] = None
+        if not step.after_source_bound:
+            predicted = fps * step.fps_before / step.fps_after
+            if predicted < needed:
+                self._good_windows = 0
+                return None
         self._good_windows += 1
         if self._good_windows < step.patience:
             return None
         self._steps.pop()
-        reason = "predicted fps %.2f after undoing (measured %.2f x %.2f/%.2f) >= %.2f for %d windows" % (
-            predicted, fps, step.fps_before, step.fps_after, needed, step.patience)
+        if predicted is None:
+            reason = "every frame of the source done for %d windows (fps %.2f; what the step bought is not seen): on trial" % (
+                step.patience, fps)
+        else:
+            reason = "predicted fps %.2f after undoing (measured %.2f x %.2f/%.2f) >= %.2f for %d windows" % (
+                predicted, fps, step.fps_before, step.fps_after, needed, step.patience)
         change = self._move(step.knob, step.old_index, "improve", fps, predicted, p95, reason)
         self._last_improve = {"knob": step.knob, "index": step.old_index, "window": self._window,
                               "patience": step.patience}
