@@ -3,9 +3,9 @@
 Run: python benchmarks/bench_adapters.py [--quick] [--repeats N] [--frames N] [--json PATH]
 
 The pipeline is tests/dfl_standin (DFL's module names and session factory): spawned processes
-FileSource -> FaceDetector (YuNet-n 320) -> FaceMarker (FaceMesh 192) -> FaceSwapDFM (DFM-shaped
-model, 224, ~20 ms preset) -> StreamOutput, joined by depth-1 process queues, all on the CPU, the
-same frame (astronaut.png) every time. Throughput is measured at the end of the pipeline after a
+FileSource -> FaceDetector (YoloV5Face-shaped) -> FaceMarker (FaceMesh-shaped) -> FaceAligner ->
+FaceSwapDFM (DFM-shaped model, 224, ~20 ms preset) -> FrameAdjuster -> FaceMerger -> StreamOutput,
+joined by shared-memory rings, images on the shared frame heap, all on the CPU. Throughput is measured at the end of the pipeline after a
 warm-up. Variants, alternated within each repeat:
 
 - ``dfl``: ``python main.py run DeepFaceLive ...`` (DFL's factory: onnxruntime defaults);
@@ -57,9 +57,9 @@ def bench_pipeline(work: Path, frames: int, warmup: int, repeats: int) -> Dict[s
 
     dfm = work / "standin_20ms.dfm"
     save_dfm_standin(str(dfm), resolution=224, cost="20ms", seed=0)
-    settings = {"frames": frames, "warmup": warmup, "dfm_path": str(dfm),
-                "frame_path": str(SHARED / "media" / "astronaut.png"), "timeout_s": 600}
-    env = dict(os.environ, DFL_STANDIN_MODELS=str(SHARED / "models"), DFL_PERF_CACHE_DIR=str(work / "cache"))
+    settings = {"frames": frames, "warmup": warmup, "dfm_path": str(dfm), "models_dir": str(work / "models"),
+                "face_path": str(SHARED / "media" / "astronaut.png"), "timeout_s": 600}
+    env = dict(os.environ, DFL_PERF_CACHE_DIR=str(work / "cache"))
     for name in ("DFL_PERF_DFL_CONFIG", "PYTHONPATH", "ORT_DEVICES_INITIALIZED", "ORT_DEVICES_COUNT"):
         env.pop(name, None)
     runs: Dict[str, List[Dict[str, Any]]] = {name: [] for name in VARIANTS}
@@ -156,12 +156,9 @@ def main() -> int:
     frames = args.frames or (60 if args.quick else 200)
     repeats = args.repeats or (2 if args.quick else 3)
     warmup = max(5, frames // 8)
-    if not (SHARED / "models" / "yunet_n_320_320.onnx").is_file():
-        print("shared models not found under %s (set DFL_PERF_SHARED)" % SHARED)
-        return 2
     info = print_header("adapters.deepfacelive: stand-in DFL pipeline, CPU")
-    print("pipeline: FileSource -> FaceDetector (YuNet-n 320) -> FaceMarker (FaceMesh) -> FaceSwapDFM (224, 20ms"
-          " preset) -> StreamOutput; %d frames, %d warm-up, median of %d repeats" % (frames, warmup, repeats))
+    print("pipeline: DFL's live pipeline (stand-in), 640x480, DFM 224 20ms preset; %d frames, %d warm-up,"
+          " median of %d repeats" % (frames, warmup, repeats))
     with tempfile.TemporaryDirectory(prefix="bench_adapters_") as tmp:
         work = Path(tmp)
         pipeline = bench_pipeline(work, frames, warmup, repeats)

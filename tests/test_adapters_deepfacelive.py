@@ -1,8 +1,9 @@
 """dfl_perf.adapters.deepfacelive against a stand-in DeepFaceLive tree (tests/dfl_standin).
 
-The stand-in mirrors DFL's module paths, names and signatures; its models are real ONNX files (the
-shared YuNet and FaceMesh, and a DFM-shaped model built by dfl_perf.facepipe.standin). Nothing of
-onnxruntime is mocked; a CUDA request on this CPU-only machine is a real "provider not available".
+The stand-in mirrors DFL's module paths, names and signatures; its models are real ONNX files it
+builds with ``onnx`` (a YoloV5Face-shaped detector, a FaceMesh-shaped marker, and a DFM-shaped model
+from dfl_perf.facepipe.standin), so nothing here needs ../shared. Nothing of onnxruntime is mocked;
+a CUDA request on this CPU-only machine is a real "provider not available".
 """
 
 from __future__ import annotations
@@ -45,10 +46,21 @@ def _drop_standin_modules() -> None:
             del sys.modules[name]
 
 
+@pytest.fixture(scope="session")
+def standin_models(tmp_path_factory) -> Path:
+    """The stand-in DFL's detector and marker models (built once per test session)."""
+    sys.path.insert(0, str(STANDIN))
+    try:
+        from standin_models import build_models
+    finally:
+        sys.path.remove(str(STANDIN))
+    return build_models(tmp_path_factory.mktemp("standin_models"))
+
+
 @pytest.fixture
-def standin(monkeypatch, shared_models):
+def standin(monkeypatch, standin_models):
     """The stand-in DFL importable in this process; everything undone afterwards."""
-    monkeypatch.setenv("DFL_STANDIN_MODELS", str(shared_models))
+    monkeypatch.setenv("DFL_STANDIN_MODELS", str(standin_models))
     monkeypatch.setenv("ORT_DEVICES_INITIALIZED", "1")
     monkeypatch.setenv("ORT_DEVICES_COUNT", "0")
     _drop_standin_modules()
@@ -156,11 +168,11 @@ def test_modules_imported_after_install_get_the_patched_factory(standin):
     assert facemesh_module.InferenceSession_with_device.__module__ == "xlib.onnxruntime.InferenceSession"
 
 
-def test_session_cache_is_keyed_on_provider_not_device_equality(standin, shared_models, caplog):
+def test_session_cache_is_keyed_on_provider_not_device_equality(standin, standin_models, caplog):
     dp.install(_quiet(), propagate=False)
     from xlib.onnxruntime import InferenceSession_with_device, ORTDeviceInfo, get_cpu_device_info
 
-    path = str(shared_models / "yunet_n_320_320.onnx")
+    path = str(standin_models / "YoloV5Face.onnx")
     first = InferenceSession_with_device(path, get_cpu_device_info())
     assert InferenceSession_with_device(path, get_cpu_device_info()) is first
     cuda0 = ORTDeviceInfo(0, "CUDAExecutionProvider", "GPU", 1, 1)
@@ -224,14 +236,14 @@ def test_missing_cuda_falls_back_to_cpu_with_a_warning(standin, dfm_files, caplo
         DFMModel(dfm_files["plain"], gpu)
 
 
-def test_no_cpu_fallback_for_models_dfl_keeps_off_the_cpu(standin, shared_models, tmp_path):
+def test_no_cpu_fallback_for_models_dfl_keeps_off_the_cpu(standin, standin_models, tmp_path):
     import shutil
 
     dp.install(_quiet(), propagate=False)
     from xlib.onnxruntime import InferenceSession_with_device, ORTDeviceInfo
 
     centerface = tmp_path / "CenterFace.onnx"  # DFL: "CenterFace ONNX model does not work correctly on CPU"
-    shutil.copyfile(str(shared_models / "yunet_n_320_320.onnx"), str(centerface))
+    shutil.copyfile(str(standin_models / "YoloV5Face.onnx"), str(centerface))
     with pytest.raises(Exception, match="CUDAExecutionProvider is not available.*not run on the CPU"):
         InferenceSession_with_device(str(centerface), ORTDeviceInfo(0, "CUDAExecutionProvider", "GPU", 1, 1))
 
@@ -262,13 +274,13 @@ def test_factory_rejects_bad_input_with_clear_errors(standin, tmp_path):
         InferenceSession_with_device(42, get_cpu_device_info())
 
 
-def test_optimized_model_disk_cache_is_reused_across_processes(standin, shared_models, cache_dir):
+def test_optimized_model_disk_cache_is_reused_across_processes(standin, standin_models, cache_dir):
     from xlib.onnxruntime import get_cpu_device_info
 
     from dfl_perf.adapters.deepfacelive.factory import make_session_factory
 
     config = DFLConfig(lazy_imports=())  # optimized-model cache on (the default)
-    path = str(shared_models / "yunet_n_320_320.onnx")
+    path = str(standin_models / "YoloV5Face.onnx")
     first = make_session_factory(config)
     first(path, get_cpu_device_info())
     assert first.dfl_perf_state.records[-1].disk_cache == "stored"
@@ -277,7 +289,7 @@ def test_optimized_model_disk_cache_is_reused_across_processes(standin, shared_m
     second = make_session_factory(config)  # a new DFL worker process (DFL restarts workers on every change)
     sess = second(path, get_cpu_device_info())
     assert second.dfl_perf_state.records[-1].disk_cache == "hit"
-    assert len(sess.run(None, {"input": np.zeros((1, 3, 320, 320), np.float32)})) == 12
+    assert len(sess.run(None, {"input": np.zeros((1, 3, 480, 480), np.float32)})) == 3
     assert _describe(sess) == (EXPECTED_THREADS, "0")
 
 
@@ -394,12 +406,12 @@ def test_convert_batch_matches_one_face_at_a_time(standin, dfm_files):
         model.convert_batch([])
 
 
-def test_fast_path_steps_aside_for_a_model_it_cannot_bind(standin, shared_models, caplog):
+def test_fast_path_steps_aside_for_a_model_it_cannot_bind(standin, standin_models, caplog):
     from modelhub.DFLive.DFMModel import DFMModel
     from xlib.onnxruntime import InferenceSession_with_device, get_cpu_device_info
 
     model = DFMModel.__new__(DFMModel)  # a DFMModel whose session breaks the DFM contract
-    model._sess = InferenceSession_with_device(str(shared_models / "yunet_n_320_320.onnx"), get_cpu_device_info())
+    model._sess = InferenceSession_with_device(str(standin_models / "YoloV5Face.onnx"), get_cpu_device_info())
     model._input_width = model._input_height = 64
     model._model_type = 1
     dp.install(_quiet(), propagate=False)
@@ -410,26 +422,44 @@ def test_fast_path_steps_aside_for_a_model_it_cannot_bind(standin, shared_models
 
 # ---------------------------------------------------------------------------------------------- meter
 
+class _Inbox:
+    """A BackendConnection stand-in for one worker in this process (a deque, nothing shared)."""
+
+    def __init__(self, items=()):
+        import collections
+
+        self.items = collections.deque(items)
+        self.written = []
+
+    def read(self, timeout=0):
+        return self.items.popleft() if self.items else None
+
+    def write(self, bcd):
+        self.written.append(bcd)
+
+    def is_full_read(self, buffer_size=0):
+        return True
+
+
 def _worker_with_inbox(items):
     import queue
+    import time
 
-    from apps.DeepFaceLive.backend.BackendBase import BackendConnection, BackendWorker
+    from apps.DeepFaceLive.backend._stage import StageMixin
+    from apps.DeepFaceLive.backend.BackendBase import BackendWorker
 
-    class SlowWorker(BackendWorker):
-        def process(self, bcd):
-            import time
-
+    class SlowWorker(StageMixin, BackendWorker):
+        def process_bcd(self, bcd):
             time.sleep(0.01)
-            return bcd
 
-    inbox = BackendConnection.__new__(BackendConnection)
-    inbox._queue = queue.Queue()
-    outbox = BackendConnection.__new__(BackendConnection)
-    outbox._queue = queue.Queue()
-    for item in items:
-        inbox._queue.put(item)
+    class Item:
+        def assign_weak_heap(self, heap):
+            pass
+
     messages = queue.Queue()
-    return SlowWorker(messages, inbox, outbox, {}), messages
+    worker = SlowWorker(messages, None, {})
+    worker.setup_stage(None, None, _Inbox([Item() for _ in items]), _Inbox())
+    return worker, messages
 
 
 def _drain(messages):
@@ -530,40 +560,46 @@ def test_deferred_module_runs_only_when_used(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------- launcher and spawned DFL workers
 
-def _standin_settings(folder: Path, dfm_path: str, frames: int = 6) -> Path:
+def _standin_settings(folder: Path, dfm_path: str, models: Path, frames: int = 6, **extra) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "standin_settings.json").write_text(json.dumps({"frames": frames, "warmup": 1, "dfm_path": dfm_path}))
+    settings = {"frames": frames, "warmup": 1, "dfm_path": dfm_path, "models_dir": str(models), "timeout_s": 120}
+    settings.update(extra)
+    (folder / "standin_settings.json").write_text(json.dumps(settings))
     return folder
 
 
-def _run(cmd, shared_models, cwd=REPO, timeout=150):
-    env = dict(os.environ, DFL_STANDIN_MODELS=str(shared_models))
-    for name in (CONFIG_ENV, "ORT_DEVICES_INITIALIZED", "ORT_DEVICES_COUNT", "PYTHONPATH"):
+def _run(cmd, cwd=REPO, timeout=200):
+    env = dict(os.environ)
+    for name in (CONFIG_ENV, "ORT_DEVICES_INITIALIZED", "ORT_DEVICES_COUNT", "PYTHONPATH", "DFL_STANDIN_MODELS"):
         env.pop(name, None)
     done = subprocess.run(cmd, cwd=str(cwd), env=env, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stdout + done.stderr
     return done
 
 
-def _report(userdata: Path):
+def _report(userdata: Path, frames: int):
     report = json.loads((userdata / "standin_report.json").read_text())
-    assert report["exit_codes"] == [0, 0, 0, 0, 0] and report["frames"] >= 1
+    assert report["exit_codes"] == [0] * len(PIPELINE), report["exit_codes"]
+    assert report["frames"] == frames and report["lost_merged"] == 0 and report["lost_frame"] == 0
     return report
 
 
-MODEL_WORKERS = ("FaceDetectorWorker", "FaceMarkerWorker", "FaceSwapDFMWorker")
-IDLE_WORKERS = ("FileSourceWorker", "StreamOutputWorker")
+PIPELINE = ("FileSource", "FaceDetector", "FaceMarker", "FaceAligner", "FaceSwapDFM", "FrameAdjuster", "FaceMerger",
+            "StreamOutput")
+MODEL_WORKERS = ("FaceDetector", "FaceMarker", "FaceSwapDFM")
+IDLE_WORKERS = ("FileSource", "FaceAligner", "FrameAdjuster", "FaceMerger", "StreamOutput")
+TIMED_WORKERS = PIPELINE[:-1]  # every module but StreamOutput reports DFL's profile timing
 
 
-@pytest.mark.timeout(200)
-def test_zero_edit_launch_patches_every_spawned_worker(tmp_path, shared_models, dfm_files):
-    userdata = _standin_settings(tmp_path / "userdata", dfm_files["plain"])
+@pytest.mark.timeout(300)
+def test_zero_edit_launch_patches_every_spawned_worker(tmp_path, standin_models, dfm_files):
+    userdata = _standin_settings(tmp_path / "userdata", dfm_files["plain"], standin_models)
     meter_dir = tmp_path / "meter"
     cmd = [sys.executable, "-m", "dfl_perf.adapters.deepfacelive", "--meter-dir", str(meter_dir),
            "--cache-dir", str(tmp_path / "cache"), str(STANDIN / "main.py"), "run", "DeepFaceLive",
            "--userdata-dir", str(userdata)]
-    _run(cmd, shared_models)
-    report = _report(userdata)
+    _run(cmd)
+    report = _report(userdata, 6)
     pids = {report["main"]["pid"]}
     for name in MODEL_WORKERS:
         worker = report["workers"][name]
@@ -576,51 +612,50 @@ def test_zero_edit_launch_patches_every_spawned_worker(tmp_path, shared_models, 
         worker = report["workers"][name]
         pids.add(worker["pid"])
         assert not worker["onnxruntime_loaded"] and not worker["onnx_loaded"], (name, worker)
-    assert len(pids) == 6  # five spawned workers and the main process, all distinct
+    assert len(pids) == len(PIPELINE) + 1  # the spawned workers and the main process, all distinct
     for where in [report["main"]] + list(report["workers"].values()):
         assert where["factory_module"] == "dfl_perf.adapters.deepfacelive.factory"
         assert where["facemesh_factory_module"] == "dfl_perf.adapters.deepfacelive.factory"
         assert where["dfm_convert_module"] == "dfl_perf.adapters.deepfacelive.dfm"
         assert where["cuda_cache_maxsize"] == "2147483647"
     view = dp.collect_meter(meter_dir)
-    assert set(view["modules"]) == set(MODEL_WORKERS)
-    assert all(view["modules"][n]["summary"]["frames"] == report["frames"] for n in MODEL_WORKERS)
-    # DFL's UI message now carries 1 / measured throughput
-    assert all(len(report["profile_timing"][n]) == report["frames"] for n in MODEL_WORKERS)
+    assert set(view["modules"]) == {name + "Worker" for name in TIMED_WORKERS}
+    assert all(view["modules"][n + "Worker"]["summary"]["frames"] == 6 for n in TIMED_WORKERS)
+    assert all(len(report["profile_timing"][n]) == 6 for n in TIMED_WORKERS)
 
 
-@pytest.mark.timeout(200)
-def test_without_dfl_perf_the_standin_behaves_like_dfl(tmp_path, shared_models, dfm_files):
-    userdata = _standin_settings(tmp_path / "userdata", dfm_files["plain"], frames=3)
-    _run([sys.executable, str(STANDIN / "main.py"), "run", "DeepFaceLive", "--userdata-dir", str(userdata)],
-         shared_models)
-    report = _report(userdata)
+@pytest.mark.timeout(300)
+def test_without_dfl_perf_the_standin_behaves_like_dfl(tmp_path, standin_models, dfm_files):
+    userdata = _standin_settings(tmp_path / "userdata", dfm_files["plain"], standin_models, frames=3)
+    _run([sys.executable, str(STANDIN / "main.py"), "run", "DeepFaceLive", "--userdata-dir", str(userdata)])
+    report = _report(userdata, 3)
     for name in MODEL_WORKERS:
         assert report["workers"][name]["sessions"][0]["intra_op_num_threads"] == 0
         assert report["workers"][name]["sessions"][0]["allow_spinning"] is None
-    for name in IDLE_WORKERS:
-        assert report["workers"][name]["onnxruntime_loaded"]
+    for name in IDLE_WORKERS:  # DFL: every worker imports the whole backend, onnxruntime and onnx included
+        assert report["workers"][name]["onnxruntime_loaded"] and report["workers"][name]["onnx_loaded"]
     assert report["main"]["factory_module"] == "xlib.onnxruntime.InferenceSession"
+    assert report["merged_dtypes"] == ["float32"] and report["no_face"] == 0
 
 
-@pytest.mark.timeout(200)
-def test_one_line_install_in_main_py_reaches_spawned_workers(tmp_path, shared_models, dfm_files):
+@pytest.mark.timeout(300)
+def test_one_line_install_in_main_py_reaches_spawned_workers(tmp_path, standin_models, dfm_files):
     main_py = tmp_path / "main.py"
     main_py.write_text(
         "import sys\nsys.path[:0] = [%r, %r]\n" % (str(STANDIN), str(REPO))
         + "import dfl_perf.adapters.deepfacelive as dp; dp.install(dp.DFLConfig(intra_op_threads=1))\n"
         + (STANDIN / "main.py").read_text())
-    userdata = _standin_settings(tmp_path / "userdata", dfm_files["plain"], frames=3)
-    _run([sys.executable, str(main_py), "run", "DeepFaceLive", "--userdata-dir", str(userdata)], shared_models)
-    report = _report(userdata)
+    userdata = _standin_settings(tmp_path / "userdata", dfm_files["plain"], standin_models, frames=3)
+    _run([sys.executable, str(main_py), "run", "DeepFaceLive", "--userdata-dir", str(userdata)])
+    report = _report(userdata, 3)
     for name in MODEL_WORKERS:
         assert report["workers"][name]["sessions"][0]["intra_op_num_threads"] == 1
         assert report["workers"][name]["sessions"][0]["allow_spinning"] == "0"
-    assert report["workers"]["FaceSwapDFMWorker"]["dfm_convert_module"] == "dfl_perf.adapters.deepfacelive.dfm"
+    assert report["workers"]["FaceSwapDFM"]["dfm_convert_module"] == "dfl_perf.adapters.deepfacelive.dfm"
 
 
 @pytest.mark.timeout(60)
-def test_sitecustomize_chains_to_the_one_it_hides(tmp_path, shared_models):
+def test_sitecustomize_chains_to_the_one_it_hides(tmp_path):
     other = tmp_path / "other_site"
     other.mkdir()
     marker = tmp_path / "marker.txt"
