@@ -618,10 +618,19 @@ def test_zero_edit_launch_patches_every_spawned_worker(tmp_path, standin_models,
         assert where["facemesh_factory_module"] == "dfl_perf.adapters.deepfacelive.factory"
         assert where["dfm_convert_module"] == "dfl_perf.adapters.deepfacelive.dfm"
         assert where["cuda_cache_maxsize"] == "2147483647"
+        assert where["merge_module"] == "dfl_perf.adapters.deepfacelive.merger"
+        assert where["heap_add_data_module"] == "dfl_perf.adapters.deepfacelive.heap"
+        assert where["thread_pools"]["cv2"] == EXPECTED_THREADS and where["thread_pools"]["OMP_NUM_THREADS"] == str(EXPECTED_THREADS)
+    for name in ("FaceMerger", "FaceAligner", "StreamOutput"):  # numexpr's pool too, where DFL uses it
+        assert report["workers"][name]["thread_pools"]["numexpr"] == EXPECTED_THREADS
+    assert report["merged_dtypes"] == ["uint8"] and report["heap"]["lost_reads"] == 0
+    assert report["heap"]["limit"] < report["heap"]["reserved"] // 4
     view = dp.collect_meter(meter_dir)
     assert set(view["modules"]) == {name + "Worker" for name in TIMED_WORKERS}
     assert all(view["modules"][n + "Worker"]["summary"]["frames"] == 6 for n in TIMED_WORKERS)
     assert all(len(report["profile_timing"][n]) == 6 for n in TIMED_WORKERS)
+    assert view["bottleneck"] in {name + "Worker" for name in TIMED_WORKERS}
+    assert all(text.split(" | ")[0].endswith("FPS alone") for text, _ in report["panels"].values())
 
 
 @pytest.mark.timeout(300)
@@ -635,7 +644,29 @@ def test_without_dfl_perf_the_standin_behaves_like_dfl(tmp_path, standin_models,
     for name in IDLE_WORKERS:  # DFL: every worker imports the whole backend, onnxruntime and onnx included
         assert report["workers"][name]["onnxruntime_loaded"] and report["workers"][name]["onnx_loaded"]
     assert report["main"]["factory_module"] == "xlib.onnxruntime.InferenceSession"
-    assert report["merged_dtypes"] == ["float32"] and report["no_face"] == 0
+    assert report["merged_dtypes"] == ["float32"] and report["no_face"] == 0 and report["heap"] is None
+    assert all(text.endswith(" FPS") for text, _ in report["panels"].values())
+
+
+@pytest.mark.timeout(400)
+@pytest.mark.parametrize("faces, extra", [(1, {}), (2, {"FaceSwapDFM": {"swap_all_faces": True},
+                                                       "FaceDetector": {"max_faces": 2}})], ids=["one-face", "two-faces"])
+def test_launched_pipeline_delivers_dfls_frames(tmp_path, standin_models, dfm_files, face_photo, faces, extra):
+    """Every frame, same picture: the launched stand-in's output against a plain start's, frame by frame."""
+    saved = [0, 3, 7]
+    outputs = {}
+    for launched in (False, True):
+        userdata = _standin_settings(tmp_path / ("launched" if launched else "plain"), dfm_files["plain"], standin_models,
+                                     frames=8, faces=faces, face_path=str(face_photo), save_frames=saved, **extra)
+        prefix = [sys.executable, "-m", "dfl_perf.adapters.deepfacelive", "--cache-dir", str(tmp_path / "cache")]
+        _run((prefix if launched else [sys.executable]) + [str(STANDIN / "main.py"), "run", "DeepFaceLive",
+                                                            "--userdata-dir", str(userdata)])
+        report = _report(userdata, 8)
+        assert report["no_face"] == 0
+        outputs[launched] = [np.load(str(userdata / "out" / ("frame_%06d.npy" % n))) for n in saved]
+    for plain, fast in zip(outputs[False], outputs[True]):
+        assert plain.shape == fast.shape and plain.dtype == fast.dtype == np.uint8
+        assert np.abs(plain.astype(int) - fast).max() <= 2
 
 
 @pytest.mark.timeout(300)
@@ -681,7 +712,13 @@ def test_dfl_main_arguments(tmp_path, capsys):
                                  "run", "X", "--k"])
     config = config_from_args(args)
     assert config.intra_op_threads == 2 and not config.fast_dfm and os.path.isabs(config.meter_dir)
-    assert config.lean_weights
+    assert config.lean_weights and config.fast_merge and config.merged_uint8 and config.frame_heap
+    assert config.frame_heap_mb is None and config.thread_pools and config.fast_detector
+    off = config_from_args(_parser().parse_args(["--frame-heap-mb", "300", "--no-fast-merge", "--float-merged",
+                                                 "--no-fast-detector", "--no-thread-pools", "--no-frame-heap", "main.py"]))
+    assert off.frame_heap_mb == 300 and not (off.fast_merge or off.merged_uint8 or off.fast_detector
+                                             or off.thread_pools or off.frame_heap)
+    assert dp.dfl_main(["--frame-heap-mb", "0", "main.py"]) == 2 and "frame_heap_mb" in capsys.readouterr().err
     assert args.dfl_args == ["run", "X", "--k"]
     assert dp.dfl_main([str(tmp_path / "missing_main.py"), "run"]) == 2
     assert "main.py not found" in capsys.readouterr().err
@@ -692,3 +729,169 @@ def test_dfl_main_arguments(tmp_path, capsys):
     script.write_text("import sys\nassert sys.argv[1:] == ['a', 'b']\nsys.exit(3)\n")
     assert dp.dfl_main([str(script), "a", "b"]) == 3
     assert not dp.is_installed()
+
+
+# ------------------------------------------------------------------------ detector, thread pools, output
+
+def _detector_inputs(face_photo):
+    from apps.DeepFaceLive.backend.FileSource import face_photo as crop
+    from apps.DeepFaceLive.backend.FileSource import paint_frames
+
+    photo = crop(str(face_photo))
+    frames = []
+    for width, height, faces in ((640, 480, 1), (1280, 720, 2), (1920, 1080, 1), (320, 240, 1), (2400, 1350, 1)):
+        frames.extend(paint_frames(width, height, faces, photo, count=3, seed=width))
+    frames.append(frames[0].astype(np.float32) / 255.0)  # float32 frames are used as they are
+    frames.append(cv2_gray(frames[1]))
+    frames.append(np.dstack([frames[2], frames[2][..., :1]]))  # 4 channels
+    return frames
+
+
+def cv2_gray(image):
+    import cv2
+
+    return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+
+
+@pytest.mark.parametrize("window, threshold", [(480, 0.5), (0, 0.5), (256, 0.3), (1000, 0.9)])
+def test_fast_detector_finds_dfls_rectangles(standin, face_photo, window, threshold):
+    from modelhub.onnx.YoloV5Face.YoloV5Face import YoloV5Face
+    from xlib.onnxruntime import get_cpu_device_info
+
+    detector = YoloV5Face(get_cpu_device_info())
+    frames = _detector_inputs(face_photo)
+    want = [detector.extract(f, threshold=threshold, fixed_window=window) for f in frames]
+    dp.install(_quiet(), propagate=False)
+    assert YoloV5Face.extract.__module__ == "dfl_perf.adapters.deepfacelive.detector"
+    got = [detector.extract(f, threshold=threshold, fixed_window=window) for f in frames]
+    assert got == want  # the same faces, the same floats, in the same order
+    assert sum(len(faces[0]) for faces in want) >= 5  # the stand-in's frames do have faces
+    augmented = detector.extract(frames[0], threshold=threshold, fixed_window=window, augment=True)
+    dp.uninstall()
+    assert augmented == detector.extract(frames[0], threshold=threshold, fixed_window=window, augment=True)
+    assert YoloV5Face.extract.__module__ == "modelhub.onnx.YoloV5Face.YoloV5Face"
+
+
+def test_thread_pools_follow_the_core_split(monkeypatch):
+    import cv2
+    import numexpr
+
+    from dfl_perf.adapters.deepfacelive.threads import THREAD_ENV
+
+    for name in THREAD_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MKL_NUM_THREADS", "3")  # the user's own setting stays
+    before = cv2.getNumThreads(), numexpr.get_num_threads()
+    dp.install(_quiet(intra_op_threads=1), propagate=False)
+    try:
+        assert cv2.getNumThreads() == 1 and numexpr.get_num_threads() == 1
+        assert os.environ["OMP_NUM_THREADS"] == "1" and os.environ["OPENBLAS_NUM_THREADS"] == "1"
+        assert os.environ["MKL_NUM_THREADS"] == "3"
+    finally:
+        dp.uninstall()
+    assert (cv2.getNumThreads(), numexpr.get_num_threads()) == before
+    assert "OMP_NUM_THREADS" not in os.environ and os.environ["MKL_NUM_THREADS"] == "3"
+    dp.install(_quiet(thread_pools=False), propagate=False)
+    try:
+        assert cv2.getNumThreads() == before[0] and "OMP_NUM_THREADS" not in os.environ
+    finally:
+        dp.uninstall()
+
+
+def test_side_by_side_views_get_the_merged_frame_as_float32(standin):
+    from apps.DeepFaceLive.backend.BackendBase import BackendConnectionData, BackendWeakHeap
+    from apps.DeepFaceLive.backend.StreamOutput import SourceType, StreamOutputWorker
+
+    from dfl_perf.adapters.deepfacelive import merge_ops
+
+    heap = BackendWeakHeap(size_mb=16)
+    frame = np.random.RandomState(0).randint(0, 256, (48, 64, 3)).astype(np.uint8)
+    merged = (255 - frame).astype(np.uint8)  # what the fast merge passes on
+    shown = {}
+    for fast in (False, True):
+        if fast:
+            dp.install(_quiet(), propagate=False)
+        for source_type in SourceType:
+            bcd = BackendConnectionData(uid=1)
+            bcd.assign_weak_heap(heap)
+            bcd.set_frame_image_name("f")
+            bcd.set_image("f", frame)
+            bcd.set_merged_image_name("f_merged")
+            bcd.set_image("f_merged", merged if fast else merged.astype(np.float32) / np.float32(255.0))
+            worker = StreamOutputWorker(None, None, {"source_type": source_type})
+            worker.on_start(heap, None, _Inbox([bcd]), None)
+            worker.send_msg = lambda *args: None
+            views = []
+            worker.buffered_frames.add_buffer = lambda ts, view, views=views: views.append(view)
+            worker.on_tick()
+            if views and views[0] is not None:
+                shown[(fast, source_type)] = merge_ops.to_uint8(views[0].astype(np.float32)) \
+                    if views[0].dtype != np.uint8 else views[0]
+        dp.uninstall()
+    for source_type in (SourceType.MERGED_FRAME, SourceType.SOURCE_N_MERGED_FRAME,
+                        SourceType.SOURCE_N_MERGED_FRAME_OR_SOURCE_FRAME, SourceType.MERGED_FRAME_OR_SOURCE_FRAME):
+        plain = shown[(False, source_type)]
+        if plain.dtype != np.uint8:
+            plain = merge_ops.to_uint8(plain.copy())
+        assert np.array_equal(plain, shown[(True, source_type)]), source_type
+
+
+# ---------------------------------------------------------------------------------- meter: both numbers
+
+def test_meter_timing_carries_the_rate_the_busy_time_and_the_share():
+    import pickle
+
+    from dfl_perf.adapters.deepfacelive.meter import MeterTiming, panel_text
+
+    timing = MeterTiming(0.025, delivered_fps=30.0, cpu_s=0.02)
+    again = pickle.loads(pickle.dumps(timing))
+    assert isinstance(again, MeterTiming) and float(again) == 0.025 and again.delivered_fps == 30.0
+    assert int(1.0 / again) == 40  # what DFL's own label computes: the FPS it could do alone
+    assert abs(again.utilisation - 0.75) < 1e-9
+    assert panel_text(again) == "40 FPS alone | 30 out | 75% busy"
+    assert panel_text(0.05) == "20 FPS"
+
+
+def test_dfls_panel_shows_both_numbers_and_marks_the_bottleneck(standin):
+    from apps.DeepFaceLive.ui.widgets.QBackendPanel import QBackendPanel
+
+    from dfl_perf.adapters.deepfacelive.meter import MeterTiming
+
+    dp.install(_quiet(), propagate=False)
+    try:
+        import importlib
+
+        importlib.import_module("apps.DeepFaceLive.ui.widgets.QBackendPanel")
+        slow, fast = QBackendPanel("FaceMerger"), QBackendPanel("FaceMarker")
+        slow._on_backend_profile_timing(MeterTiming(1 / 34.0, delivered_fps=33.0))
+        fast._on_backend_profile_timing(MeterTiming(1 / 120.0, delivered_fps=33.0))
+        assert slow._fps_label.text == "34 FPS alone | 33 out | 97% busy" and slow._fps_label.color == "red"
+        assert fast._fps_label.text.startswith("120 FPS alone | 33 out") and fast._fps_label.color is None
+        fast._on_backend_profile_timing(0.01)  # a worker without dfl_perf: DFL's own text
+        assert fast._fps_label.text == "100 FPS"
+    finally:
+        dp.uninstall()
+
+
+def test_meter_view_names_the_bottleneck(tmp_path):
+    from dfl_perf.adapters.deepfacelive.meter import ModuleMeter
+
+    clock = [0.0]
+    meters = {name: ModuleMeter(name, tmp_path, clock=lambda: clock[0]) for name in ("FaceSwapDFMWorker", "FaceMergerWorker")}
+    for _ in range(30):  # one frame every 38 ms: the swap busy 10 ms of it, the merger 28 ms
+        for name, busy in (("FaceSwapDFMWorker", 0.010), ("FaceMergerWorker", 0.028)):
+            meters[name].begin()
+            read = clock[0]
+            clock[0] += busy
+            meters[name].end(read, cpu_seconds=busy / 2)
+    for meter in meters.values():
+        meter.close()
+    view = dp.collect_meter(tmp_path)
+    assert view["bottleneck"] == "FaceMergerWorker"
+    merger = view["modules"]["FaceMergerWorker"]["load"]
+    assert abs(merger["busy_ms"] - 28.0) < 0.5 and abs(merger["cpu_ms"] - 14.0) < 0.5
+    assert abs(merger["fps_alone"] - 1000 / 28.0) < 1.0 and abs(merger["utilisation"] - 28 / 38.0) < 0.05
+    assert abs(view["modules"]["FaceSwapDFMWorker"]["load"]["utilisation"] - 10 / 38.0) < 0.05
+    csv_text = dp.write_meter_view(tmp_path, fmt="csv")
+    header = csv_text.splitlines()[0].split(",")
+    assert {"busy_ms", "cpu_ms", "fps_alone", "utilisation", "bottleneck"} <= set(header)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from dfl_perf.adapters.deepfacelive._hooks import ImportHook, Patcher, remove_hooks
 from dfl_perf.adapters.deepfacelive.config import CONFIG_ENV, DFLConfig, config_from_env
@@ -25,6 +26,11 @@ BACKEND_MODULE = "apps.DeepFaceLive.backend.BackendBase"
 CSW_MODULE = "xlib.mp.csw.CSWBase"
 SHM_MODULE = "xlib.mp.MPSharedMemory"
 MP_PACKAGE = "xlib.mp"
+HEAP_MODULE = "xlib.mp.MPWeakHeap"
+MERGER_MODULE = "apps.DeepFaceLive.backend.FaceMerger"
+OUTPUT_MODULE = "apps.DeepFaceLive.backend.StreamOutput"
+DETECTOR_MODULE = "modelhub.onnx.YoloV5Face.YoloV5Face"
+PANEL_MODULE = "apps.DeepFaceLive.ui.widgets.QBackendPanel"
 
 #: folder holding the ``sitecustomize.py`` that activates the adapter in spawned workers
 SITE_DIR = str(Path(__file__).resolve().parent / "_site")
@@ -40,6 +46,7 @@ class _Installed:
         from dfl_perf.adapters.deepfacelive.factory import make_session_factory
 
         self.config = config
+        self.threads = config.threads_per_session()
         self.factory = make_session_factory(config)
         self.original_factory: Optional[Callable[..., Any]] = None
         self.patcher = Patcher()
@@ -139,12 +146,39 @@ def _patch_startup(state: _Installed, module: Any, patch: str) -> None:
         {"patch_connections": patch_connections, "patch_worker_base": patch_worker_base}[patch](module, state.patcher)
 
 
+def _optional_patches(config: DFLConfig) -> Dict[str, Tuple[str, str]]:
+    """module DFL loads -> (dfl_perf module, patch function), for the patches the settings turn on."""
+    adapter = "dfl_perf.adapters.deepfacelive."
+    chosen = {
+        HEAP_MODULE: (config.frame_heap or bool(config.frame_heap_mb), adapter + "heap", "patch_weak_heap_class"),
+        MERGER_MODULE: (config.fast_merge, adapter + "merger", "patch_merger_class"),
+        OUTPUT_MODULE: (config.fast_merge and config.merged_uint8, adapter + "output", "patch_stream_output"),
+        DETECTOR_MODULE: (config.fast_detector, adapter + "detector", "patch_yolo_class"),
+        PANEL_MODULE: (config.meter, adapter + "meter", "patch_backend_panel"),
+    }
+    return {name: (where, fn) for name, (on, where, fn) in chosen.items() if on}
+
+
+def _patcher_for(state: _Installed, where: str, fn: str) -> Callable[[Any], None]:
+    def patch(module: Any) -> None:
+        getattr(importlib.import_module(where), fn)(module, state.patcher, state.config)
+        _govern_threads(state)
+    return patch
+
+
+def _govern_threads(state: _Installed) -> None:
+    if state.config.thread_pools:
+        from dfl_perf.adapters.deepfacelive.threads import apply_thread_pools
+
+        apply_thread_pools(state.threads)
+
+
 def _targets(state: _Installed) -> Dict[str, Callable[[Any], None]]:
     def backend(module: Any) -> None:
         _patch_backend(state, module)
         _patch_startup(state, module, "patch_connections")
 
-    return {
+    targets: Dict[str, Callable[[Any], None]] = {
         ORT_PACKAGE: lambda module: _patch_ort(state, module),
         DFM_MODULE: lambda module: _patch_dfm(state, module),
         BACKEND_MODULE: backend,
@@ -152,6 +186,9 @@ def _targets(state: _Installed) -> Dict[str, Callable[[Any], None]]:
         SHM_MODULE: lambda module: _patch_shared_memory(state, module),
         MP_PACKAGE: lambda module: _patch_start_method(state, module),
     }
+    for name, (where, fn) in _optional_patches(state.config).items():
+        targets[name] = _patcher_for(state, where, fn)
+    return targets
 
 
 # ----------------------------------------------------------------------------------------- public
@@ -180,6 +217,12 @@ def install(config: Optional[DFLConfig] = None, propagate: bool = True) -> DFLCo
             from dfl_perf.adapters.deepfacelive.startup import recorder
 
             recorder(folder).mark("adapter")
+        if config.thread_pools:
+            from dfl_perf.adapters.deepfacelive.threads import thread_environment
+
+            for name, value in thread_environment(state.threads).items():
+                if not os.environ.get(name):  # a value the user set wins
+                    state.set_env(name, value)
         targets = _targets(state)
         state.hook = ImportHook(targets, lazy=[n for n in config.lazy_imports if n not in sys.modules])
         sys.meta_path.insert(0, state.hook)
@@ -187,6 +230,7 @@ def install(config: Optional[DFLConfig] = None, propagate: bool = True) -> DFLCo
             module = sys.modules.get(name)
             if module is not None:
                 patch(module)
+        _govern_threads(state)
         if propagate:
             state.set_env(CONFIG_ENV, config.to_json())
             state.set_env("PYTHONPATH", _prepend_path(SITE_DIR, os.environ.get("PYTHONPATH")))
@@ -214,6 +258,9 @@ def uninstall() -> bool:
         meter = sys.modules.get("dfl_perf.adapters.deepfacelive.meter")
         if meter is not None:
             meter.forget_meters()
+        threads = sys.modules.get("dfl_perf.adapters.deepfacelive.threads")
+        if threads is not None:
+            threads.restore_thread_pools()
         return True
 
 

@@ -64,6 +64,13 @@ class DFLConfig:
       ``MemoryManager`` keeps dfl_perf's buffer pools (the fast DFM path's) within it as they grow
       and watches the process's memory against it: one warning per crossing of 85%, idle buffers
       freed past 95% (a sampling thread every 2 s).
+    - ``fast_merge``: FaceMerger's CPU merge on the face's rectangle only (``merger``; same picture);
+      ``merged_uint8``: the merged frame travels as uint8 (DFL: float32, 4x the bytes).
+    - ``fast_detector``: YoloV5Face's pre- and post-processing without full-size copies (``detector``).
+    - ``thread_pools``: OpenCV, numexpr and the BLAS under numpy get ``threads_per_session()``
+      threads in every worker (``threads``).
+    - ``frame_heap``: DFL's shared frame heap reserved without being touched and its ring sized by
+      need (``heap``); ``frame_heap_mb``: a fixed ring of that many MB instead (also its reservation).
     """
 
     model_processes: int = DEFAULT_MODEL_PROCESSES
@@ -88,6 +95,12 @@ class DFLConfig:
     lazy_heap: bool = True
     forkserver: bool = True
     memory_budget: Optional[str] = None
+    fast_merge: bool = True
+    merged_uint8: bool = True
+    fast_detector: bool = True
+    thread_pools: bool = True
+    frame_heap: bool = True
+    frame_heap_mb: Optional[int] = None
 
     def __post_init__(self) -> None:
         self.lazy_imports = tuple(self.lazy_imports)
@@ -102,6 +115,8 @@ class DFLConfig:
             from dfl_perf.memory._budget import parse_budget
 
             parse_budget(self.memory_budget)  # a ValueError that says how to write one
+        if self.frame_heap_mb is not None and int(self.frame_heap_mb) < 1:
+            raise ValueError("DFLConfig.frame_heap_mb must be >= 1 or None, got %r" % (self.frame_heap_mb,))
         if self.cudnn_conv_algo_search not in ("EXHAUSTIVE", "HEURISTIC", "DEFAULT"):
             raise ValueError("DFLConfig.cudnn_conv_algo_search must be EXHAUSTIVE, HEURISTIC or DEFAULT, got %r"
                              % (self.cudnn_conv_algo_search,))

@@ -8,8 +8,8 @@ memory, so all 2 GB are resident from the moment the app starts, whatever the fr
 The patch (``patch_weak_heap_class``, on ``xlib.mp.MPWeakHeap``) keeps DFL's heap and its block
 layout (an unpatched process reading or writing it stays correct) and changes two things:
 
-- the shared memory is reserved without being touched (the reservation is DFL's size, or
-  ``--frame-heap-mb``): a page costs memory only once the ring reaches it;
+- the shared memory is reserved without being touched (``lazy_heap.shared_bytes``; the reservation is
+  DFL's size, or ``--frame-heap-mb``): a page costs memory only once the ring reaches it;
 - the ring wraps at a limit kept in shared memory, so every process sees the same one. A fixed
   ``frame_heap_mb`` is the limit. Otherwise the limit follows the need: at least ``FLOOR_BLOCKS``
   times the largest image written so far (a bigger frame, e.g. a resolution change, raises it before
@@ -22,6 +22,7 @@ found their image overwritten (the count that must stay 0).
 
 from __future__ import annotations
 
+import importlib
 import logging
 import struct
 import uuid
@@ -44,27 +45,14 @@ _CONTROL = "_dfl_perf_ring"
 _LIMIT, _WRITTEN, _MAX_LAG, _MAX_BLOCK, _LOST, _AUTO, _GROWS = range(7)
 
 
-def _untouched_shared_array(size: int) -> Any:
-    """A shared ``c_ubyte * size`` array as ``RawArray`` makes it, minus the zero-fill (pages stay unallocated)."""
-    import ctypes
-    from multiprocessing import sharedctypes
-
-    new_value = getattr(sharedctypes, "_new_value", None)
-    if new_value is None:  # not this Python's multiprocessing: the zero-filled array
-        import multiprocessing
-
-        return multiprocessing.RawArray("B", size)
-    return new_value(ctypes.c_ubyte * size)
-
-
 def _shared_memory(module: Any, size: int) -> Any:
-    """DFL's ``MPSharedMemory`` over an untouched array (same attributes, same pickling)."""
-    import importlib
+    """DFL's ``MPSharedMemory`` over an array whose pages a fresh mapping leaves untouched (``lazy_heap``)."""
+    from dfl_perf.adapters.deepfacelive.lazy_heap import shared_bytes
 
     package = module.__name__.rpartition(".")[0]
     cls = importlib.import_module(package + ".MPSharedMemory").MPSharedMemory
     shared = cls.__new__(cls)
-    shared.__dict__.update(_size=size, _ar=_untouched_shared_array(size))
+    shared.__dict__.update(_size=size, _ar=shared_bytes(size))
     shared.__dict__["_mv"] = memoryview(shared._ar).cast("B")
     return shared
 

@@ -27,6 +27,7 @@ from xlib import mp as lib_mp  # noqa: F401  (forces spawn, as DFL's xlib.mp doe
 
 from . import backend
 from .backend._report import describe_process
+from .ui.widgets.QBackendPanel import QBackendPanel
 
 PIPELINE = ("FileSource", "FaceDetector", "FaceMarker", "FaceAligner", "FaceSwapDFM", "FrameAdjuster",
             "FaceMerger", "StreamOutput")
@@ -105,7 +106,10 @@ class DeepFaceLiveApp:
             proc.join(timeout=30)
             if proc.is_alive():
                 proc.terminate()
+        stats = getattr(self.backend_weak_heap, "dfl_perf_stats", None)  # present when dfl_perf sized the heap
         result = {"main": describe_process([]), "heap_mb": self.backend_weak_heap._heap_size >> 20,
+                  "heap": stats() if stats is not None else None,
+                  "panels": {name: [p._fps_label.text, p._fps_label.color] for name, p in collector.panels.items()},
                   "workers": collector.reports, "profile_timing": collector.timings,
                   "exit_codes": [p.exitcode for p in procs.values()], "run_s": time.perf_counter() - started}
         result.update(collector.output_summary())
@@ -123,6 +127,7 @@ class _Messages:
         self.frames = int(settings.get("frames", 120))
         self.warmup = min(int(settings.get("warmup", 20)), max(0, self.frames - 2))
         self.reports, self.timings = {}, {}
+        self.panels = {}
         self.cpu_marks = []
 
     def _mark_cpu(self):
@@ -137,7 +142,10 @@ class _Messages:
         if name == "report":
             self.reports[module] = args[0]
         elif name == "_profile_timing":
-            self.timings.setdefault(module, []).append(args[0])
+            self.timings.setdefault(module, []).append(float(args[0]))
+            if module not in self.panels:
+                self.panels[module] = QBackendPanel(module)
+            self.panels[module]._on_backend_profile_timing(args[0])
             if module == "StreamOutput":
                 return "frame"
         elif name == "output_frame":

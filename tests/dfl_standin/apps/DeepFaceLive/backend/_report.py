@@ -27,7 +27,7 @@ def _thread_pools():
         pools["cv2"] = cv2.getNumThreads()
     numexpr = sys.modules.get("numexpr")
     if is_loaded("numexpr"):
-        pools["numexpr"] = numexpr.get_num_threads() if hasattr(numexpr, "get_num_threads") else numexpr.nthreads
+        pools["numexpr"] = numexpr.get_num_threads()
     return pools
 
 

@@ -57,10 +57,9 @@ class YoloV5Face:
             x0, y0, x1, y1 = x - w / 2, y - h / 2, x + w / 2, y + h / 2
             keep = lib_math.nms(x0, y0, x1, y1, score, 0.5)
             faces = []
-            for box in np.stack([x0[keep], y0[keep], x1[keep], y1[keep]], -1):
-                if scale != 1.0:
-                    box = box / scale
-                left, top, right, bottom = box
+            for left, top, right, bottom in np.stack([x0[keep], y0[keep], x1[keep], y1[keep]], -1):
+                if scale != 1.0:  # numpy scalars, one by one (DFL's precision)
+                    left, top, right, bottom = left / scale, top / scale, right / scale, bottom / scale
                 if min(right - left, bottom - top) >= min_face_size:
                     faces.append((left, top, right, bottom))
             result.append(faces)
