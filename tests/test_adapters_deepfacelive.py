@@ -69,6 +69,9 @@ def standin(monkeypatch, standin_models):
     dp.uninstall()
     sys.path.remove(str(STANDIN))
     _drop_standin_modules()
+    startup = sys.modules.get("dfl_perf.adapters.deepfacelive.startup")
+    if startup is not None:  # install(meter_dir=...) starts this process's start-up timeline there; forget it
+        startup._recorder = None
 
 
 @pytest.fixture(scope="module")
