@@ -42,8 +42,6 @@ __all__ = [
 _LAZY = {
     "collect_meter": "dfl_perf.adapters.deepfacelive.meter",
     "write_meter_view": "dfl_perf.adapters.deepfacelive.meter",
-    "merge_face": "dfl_perf.adapters.deepfacelive.merger",
-    "heap_stats": "dfl_perf.adapters.deepfacelive.heap",
     "dfl_main": "dfl_perf.adapters.deepfacelive.launcher",
     "launch": "dfl_perf.adapters.deepfacelive.launcher",
 }

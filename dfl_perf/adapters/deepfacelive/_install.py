@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional
 
 from dfl_perf.adapters.deepfacelive._hooks import ImportHook, Patcher, remove_hooks
 from dfl_perf.adapters.deepfacelive.config import CONFIG_ENV, DFLConfig, config_from_env
@@ -146,24 +145,53 @@ def _patch_startup(state: _Installed, module: Any, patch: str) -> None:
         {"patch_connections": patch_connections, "patch_worker_base": patch_worker_base}[patch](module, state.patcher)
 
 
-def _optional_patches(config: DFLConfig) -> Dict[str, Tuple[str, str]]:
-    """module DFL loads -> (dfl_perf module, patch function), for the patches the settings turn on."""
-    adapter = "dfl_perf.adapters.deepfacelive."
+def _patch_heap(module: Any, patcher: Patcher, config: DFLConfig) -> None:
+    from dfl_perf.adapters.deepfacelive.heap import patch_weak_heap_class
+
+    patch_weak_heap_class(module, patcher, config)
+
+
+def _patch_merger(module: Any, patcher: Patcher, config: DFLConfig) -> None:
+    from dfl_perf.adapters.deepfacelive.merger import patch_merger_class
+
+    patch_merger_class(module, patcher, config)
+
+
+def _patch_output(module: Any, patcher: Patcher, config: DFLConfig) -> None:
+    from dfl_perf.adapters.deepfacelive.output import patch_stream_output
+
+    patch_stream_output(module, patcher, config)
+
+
+def _patch_detector(module: Any, patcher: Patcher, config: DFLConfig) -> None:
+    from dfl_perf.adapters.deepfacelive.detector import patch_yolo_class
+
+    patch_yolo_class(module, patcher, config)
+
+
+def _patch_panel(module: Any, patcher: Patcher, config: DFLConfig) -> None:
+    from dfl_perf.adapters.deepfacelive.meter import patch_backend_panel
+
+    patch_backend_panel(module, patcher, config)
+
+
+def _optional_patches(config: DFLConfig) -> Dict[str, Callable[[Any, Patcher, DFLConfig], None]]:
+    """module DFL loads -> the patch for it, for the patches the settings turn on."""
     chosen = {
-        HEAP_MODULE: (config.frame_heap or bool(config.frame_heap_mb), adapter + "heap", "patch_weak_heap_class"),
-        MERGER_MODULE: (config.fast_merge, adapter + "merger", "patch_merger_class"),
-        OUTPUT_MODULE: (config.fast_merge and config.merged_uint8, adapter + "output", "patch_stream_output"),
-        DETECTOR_MODULE: (config.fast_detector, adapter + "detector", "patch_yolo_class"),
-        PANEL_MODULE: (config.meter, adapter + "meter", "patch_backend_panel"),
+        HEAP_MODULE: (config.frame_heap or bool(config.frame_heap_mb), _patch_heap),
+        MERGER_MODULE: (config.fast_merge, _patch_merger),
+        OUTPUT_MODULE: (config.fast_merge and config.merged_uint8, _patch_output),
+        DETECTOR_MODULE: (config.fast_detector, _patch_detector),
+        PANEL_MODULE: (config.meter, _patch_panel),
     }
-    return {name: (where, fn) for name, (on, where, fn) in chosen.items() if on}
+    return {name: patch for name, (on, patch) in chosen.items() if on}
 
 
-def _patcher_for(state: _Installed, where: str, fn: str) -> Callable[[Any], None]:
-    def patch(module: Any) -> None:
-        getattr(importlib.import_module(where), fn)(module, state.patcher, state.config)
+def _patcher_for(state: _Installed, patch: Callable[[Any, Patcher, DFLConfig], None]) -> Callable[[Any], None]:
+    def apply(module: Any) -> None:
+        patch(module, state.patcher, state.config)
         _govern_threads(state)
-    return patch
+    return apply
 
 
 def _govern_threads(state: _Installed) -> None:
@@ -186,8 +214,8 @@ def _targets(state: _Installed) -> Dict[str, Callable[[Any], None]]:
         SHM_MODULE: lambda module: _patch_shared_memory(state, module),
         MP_PACKAGE: lambda module: _patch_start_method(state, module),
     }
-    for name, (where, fn) in _optional_patches(state.config).items():
-        targets[name] = _patcher_for(state, where, fn)
+    for name, patch in _optional_patches(state.config).items():
+        targets[name] = _patcher_for(state, patch)
     return targets
 
 

@@ -22,7 +22,6 @@ found their image overwritten (the count that must stay 0).
 
 from __future__ import annotations
 
-import importlib
 import logging
 import struct
 import uuid
@@ -49,8 +48,7 @@ def _shared_memory(module: Any, size: int) -> Any:
     """DFL's ``MPSharedMemory`` over an array whose pages a fresh mapping leaves untouched (``lazy_heap``)."""
     from dfl_perf.adapters.deepfacelive.lazy_heap import shared_bytes
 
-    package = module.__name__.rpartition(".")[0]
-    cls = importlib.import_module(package + ".MPSharedMemory").MPSharedMemory
+    cls = module.MPSharedMemory  # DFL's MPWeakHeap module imports it
     shared = cls.__new__(cls)
     shared.__dict__.update(_size=size, _ar=shared_bytes(size))
     shared.__dict__["_mv"] = memoryview(shared._ar).cast("B")
@@ -168,7 +166,8 @@ def _note_read(heap: Any, ctl: Any, ref: Any, found: bool) -> None:
 def patch_weak_heap_class(module: Any, patcher: Any, config: Any) -> None:
     """Patch ``module.MPWeakHeap`` (DFL's ``xlib.mp.MPWeakHeap``): untouched reservation and a need-sized ring."""
     cls = getattr(module, "MPWeakHeap", None)
-    if cls is None or not all(callable(getattr(cls, name, None)) for name in ("add_data", "get_data")):
+    if cls is None or not hasattr(module, "MPSharedMemory") \
+            or not all(callable(getattr(cls, name, None)) for name in ("add_data", "get_data")):
         log.warning("dfl_perf: %s has no MPWeakHeap with add_data/get_data; frame heap not sized", module.__name__)
         return
     original_init, original_add, original_get = cls.__init__, cls.add_data, cls.get_data

@@ -27,7 +27,7 @@ from typing import Any, Tuple
 
 import numpy as np
 
-from dfl_perf.adapters.deepfacelive import merge_ops
+import dfl_perf.adapters.deepfacelive.merge_ops as merge_ops
 
 __all__ = ["MergeOptions", "NotCovered", "merge_face", "patch_merger_class"]
 

@@ -11,8 +11,8 @@ uint8 -> float conversion), exactly what it had before.
 
 from __future__ import annotations
 
-import importlib
 import logging
+import sys
 from typing import Any
 
 import numpy as np
@@ -29,10 +29,7 @@ _side_by_side = [False]  # set while StreamOutput's on_tick builds a side-by-sid
 def patch_stream_output(module: Any, patcher: Any, config: Any) -> None:
     """Patch DFL's ``StreamOutputWorker.on_tick`` and ``BackendConnectionData.get_image`` (see above)."""
     worker_cls = getattr(module, "StreamOutputWorker", None)
-    try:
-        base = importlib.import_module(module.__name__.rpartition(".")[0] + ".BackendBase")
-    except ImportError:
-        base = None
+    base = sys.modules.get(module.__name__.rpartition(".")[0] + ".BackendBase")  # StreamOutput imports it first
     bcd_cls = getattr(base, "BackendConnectionData", None)
     if worker_cls is None or bcd_cls is None or not callable(getattr(bcd_cls, "get_image", None)):
         log.warning("dfl_perf: %s: no StreamOutputWorker/BackendConnectionData; the merged frame stays float32",

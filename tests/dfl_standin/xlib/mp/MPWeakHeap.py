@@ -12,6 +12,8 @@ import multiprocessing
 import struct
 import uuid
 
+from .MPSharedMemory import MPSharedMemory
+
 _HEAD = struct.Struct("q")  # also a block's leading size field
 _BLOCK = struct.Struct("qq16s")
 
@@ -23,8 +25,6 @@ class MPWeakHeap:
             self._uuid = uuid
 
     def __init__(self, size_mb):
-        from .MPSharedMemory import MPSharedMemory
-
         self._heap_size = size_mb * 1024 * 1024
         self._shared_mem = MPSharedMemory(self._heap_size)
         self._lock = multiprocessing.Lock()
