@@ -172,10 +172,17 @@ def pipeline_files(tmp_path_factory):
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("width, height", [(1280, 720), (1920, 1080)])
-def test_no_frame_loses_an_image_with_the_sized_heap(tmp_path, pipeline_files, width, height):
+@pytest.mark.parametrize("width, height, load", [(1280, 720, False), (1920, 1080, False), (1280, 720, True)],
+                         ids=["1280x720", "1920x1080", "1280x720-under-load"])
+def test_no_frame_loses_an_image_with_the_sized_heap(tmp_path, pipeline_files, width, height, load):
     dfm, models, face = pipeline_files
-    report = _pipeline(tmp_path, dfm, models, face, True, width, height, frames=40)
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2 if load else 0)]
+    try:  # under load: two busy processes take the CPU from the pipeline's stages at random moments
+        report = _pipeline(tmp_path, dfm, models, face, True, width, height, frames=40)
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
     assert report["frames"] == 40 and report["no_face"] == 0
     assert report["lost_merged"] == 0 and report["lost_frame"] == 0
     heap = report["heap"]

@@ -29,8 +29,10 @@ SKIN_GAIN, SKIN_OFFSET = 60.0, 0.14
 #: the stand-in detector's box side in the detector's window (pixels); FileSource paints faces of this size there
 BOX_SIDE = 180.0
 ANCHORS_32 = ((146, 217), (231, 300), (335, 433))
-#: (channels at stride 2, 4, 8, 16, 32): about the detector model cost the issue's DFL figures imply
-YOLO_CHANNELS = (16, 24, 48, 64, 96)
+#: detector tower channels at strides 2, 4, 8, 16, 32, by cost preset: "light" about the detector cost
+#: the DFL figures of issue 17 imply (about 6 ms a frame on one thread here), "yolov5s" about
+#: YOLOv5s-face's published cost at DFL's 480 window (about 1.5 G multiply-adds)
+YOLO_PRESETS = {"light": (16, 24, 48, 64, 96), "yolov5s": (32, 48, 96, 192, 384)}
 MESH_CHANNELS = (16, 32, 48, 64)
 
 
@@ -80,14 +82,14 @@ class _Graph:
         return model
 
 
-def build_yolov5face(seed=0):
-    """The YoloV5Face-shaped detector (see the module docstring)."""
+def build_yolov5face(seed=0, cost="light"):
+    """The YoloV5Face-shaped detector (see the module docstring); ``cost``: a ``YOLO_PRESETS`` name."""
     from onnx import TensorProto
 
     g = _Graph(seed)
     helper = g.helper
     x = "input"
-    c2, c4, c8, c16, c32 = YOLO_CHANNELS
+    c2, c4, c8, c16, c32 = YOLO_PRESETS[cost]
     t = g.conv(x, 3, c2, stride=2)
     t = g.conv(t, c2, c4, stride=2)
     t = g.conv(t, c4, c4)
@@ -159,13 +161,17 @@ def build_facemesh(seed=1):
     return g.model(inputs, outputs)
 
 
-def build_models(folder):
-    """Write ``YoloV5Face.onnx`` and ``FaceMesh.onnx`` into ``folder`` unless present; returns the folder."""
+def build_models(folder, detector_cost="light"):
+    """Write ``YoloV5Face.onnx`` and ``FaceMesh.onnx`` into ``folder`` unless present; returns the folder.
+
+    ``detector_cost``: a ``YOLO_PRESETS`` name (one folder per preset: the file name is DFL's).
+    """
     import onnx
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    for name, build in (("YoloV5Face.onnx", build_yolov5face), ("FaceMesh.onnx", build_facemesh)):
+    for name, build in (("YoloV5Face.onnx", lambda: build_yolov5face(cost=detector_cost)),
+                        ("FaceMesh.onnx", build_facemesh)):
         path = folder / name
         if not path.is_file():
             partial = path.with_name("%s.%d.partial" % (name, os.getpid()))

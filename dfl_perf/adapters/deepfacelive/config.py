@@ -49,7 +49,8 @@ class DFLConfig:
     - ``meter``: replace DFL's per-module timing with dfl_perf's monitor; ``meter_dir`` also
       writes each process's numbers there for ``collect_meter``.
     - ``lazy_imports``: modules imported lazily in launched processes, so workers that never run
-      a model never load them.
+      a model never load them (h5py: DFL's ``xlib.face`` imports it for the trainer's facesets;
+      about 10 MB in each worker on DFL's stack).
     - ``restart_in_process``: a module restart (DFL restarts a worker on every model or device
       change) keeps the worker's process and runs the worker anew in it, instead of a new process
       that imports everything again (``restart``).
@@ -89,7 +90,7 @@ class DFLConfig:
     meter: bool = True
     meter_dir: Optional[str] = None
     meter_interval_s: float = 2.0
-    lazy_imports: Tuple[str, ...] = field(default_factory=lambda: ("onnxruntime", "onnx"))
+    lazy_imports: Tuple[str, ...] = field(default_factory=lambda: ("onnxruntime", "onnx", "h5py"))
     startup_dir: Optional[str] = None
     restart_in_process: bool = True
     lazy_heap: bool = True

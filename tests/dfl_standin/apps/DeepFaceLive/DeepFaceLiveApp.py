@@ -9,7 +9,8 @@ module's CPU time per delivered frame (from /proc, between the warm-up's end and
 
 Settings (all optional but ``dfm_path``): ``frames`` (120), ``warmup`` (20), ``width``/``height``
 (640x480), ``faces`` (1), ``realtime`` (false), ``heap_mb`` (2048, DFL's), ``timeout_s`` (300),
-``models_dir`` (USERDATA/standin_models, built on first use), ``face_path`` (a face photo; else a
+``models_dir`` (USERDATA/standin_models, built on first use), ``detector_cost`` ("light" or
+"yolov5s", see standin_models.py; one models_dir per preset), ``face_path`` (a face photo; else a
 painted face), ``save_frames`` (frame numbers whose output is saved as .npy in USERDATA/out), and one
 dict per module name (``FaceDetector``, ``FaceMarker``, ``FaceAligner``, ``FaceSwapDFM``,
 ``FrameAdjuster``, ``FaceMerger``, ``StreamOutput``) with that module's options.
@@ -56,7 +57,7 @@ class DeepFaceLiveApp:
         finally:
             sys.path.pop(0)
         folder = self.settings.get("models_dir") or str(self.userdata_path / "standin_models")
-        os.environ["DFL_STANDIN_MODELS"] = str(build_models(folder))
+        os.environ["DFL_STANDIN_MODELS"] = str(build_models(folder, self.settings.get("detector_cost", "light")))
 
     def _worker_states(self, out_dir):
         s = self.settings
