@@ -113,8 +113,12 @@ def _add_weight_padding(x: str, params: int, rng, const, nodes, helper) -> str:
     return x + "_padded"
 
 
-def build_yolov5face_standin(box: Tuple[float, float, float, float], seed: int = 0):
-    """The YoloV5Face-shaped stand-in (see the module docstring) as an onnx.ModelProto."""
+def build_yolov5face_standin(box: Tuple[float, float, float, float], seed: int = 0, width: float = 1.0):
+    """The YoloV5Face-shaped stand-in (see the module docstring) as an onnx.ModelProto.
+
+    ``width`` scales every layer's channels (0.5: about a quarter of the compute, near the detector
+    cost that issue 17's DFL figures imply); the file keeps the real model's size.
+    """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -134,17 +138,18 @@ def build_yolov5face_standin(box: Tuple[float, float, float, float], seed: int =
         nodes.append(helper.make_node("Relu", [name], [name + "_r"]))
         return name + "_r"
 
-    x = conv("input", 3, 32, 3, 2, "stem")                       # 240
+    c = [max(4, int(round(n * width))) for n in (32, 64, 128, 256, 512)]
+    x = conv("input", 3, c[0], 3, 2, "stem")                     # 240
     nodes.append(helper.make_node("MaxPool", [x], ["pool"], kernel_shape=[2, 2], strides=[2, 2]))
-    x = conv("pool", 32, 64, 3, 1, "c1")                         # 120
-    p3 = conv(x, 64, 128, 3, 2, "c2")                            # 60 (stride 8)
-    p4 = conv(p3, 128, 256, 3, 2, "c3")                          # 30 (stride 16)
-    x = conv(p4, 256, 512, 3, 2, "c4")                           # 15 (stride 32)
-    p5 = conv(x, 512, 512, 3, 1, "c5")
+    x = conv("pool", c[0], c[1], 3, 1, "c1")                     # 120
+    p3 = conv(x, c[1], c[2], 3, 2, "c2")                         # 60 (stride 8)
+    p4 = conv(p3, c[2], c[3], 3, 2, "c3")                        # 30 (stride 16)
+    x = conv(p4, c[3], c[4], 3, 2, "c4")                         # 15 (stride 32)
+    p5 = conv(x, c[4], c[4], 3, 1, "c5")
     p5 = _add_weight_padding(p5, PAD_PARAMS, rng, const, nodes, helper)
     outputs = []
     tiny = const("tiny", np.array([1e-6], np.float32))
-    for i, (feat, cin, bias) in enumerate(zip((p3, p4, p5), (128, 256, 512), _detection_bias(box))):
+    for i, (feat, cin, bias) in enumerate(zip((p3, p4, p5), (c[2], c[3], c[4]), _detection_bias(box))):
         head = conv(feat, cin, 48, 1, 1, "head%d" % i, relu=False)
         nodes.append(helper.make_node("Mul", [head, tiny], ["head%d_s" % i]))
         nodes.append(helper.make_node("Add", ["head%d_s" % i, const("det%d" % i, bias)], ["out%d" % i]))

@@ -1,21 +1,25 @@
-"""DeepFaceLive with and without dfl_perf: the stand-in DFL's live pipeline, before and after install().
+"""DeepFaceLive with and without dfl_perf on the stand-in DFL (tests/dfl_standin): FPS, CPU per module, memory.
 
-Run: python benchmarks/bench_adapters.py [--quick] [--repeats N] [--frames N] [--json PATH]
+Run: python benchmarks/bench_adapters.py [--resolutions 640x480,1280x720] [--dfm-mb 2,200] [--repeats 3]
+         [--frames 400] [--variants plain,launched] [--detector light|yolov5s] [--json PATH] [--extras]
 
-The pipeline is tests/dfl_standin (DFL's module names and session factory): spawned processes
-FileSource -> FaceDetector (YuNet-n 320) -> FaceMarker (FaceMesh 192) -> FaceSwapDFM (DFM-shaped
-model, 224, ~20 ms preset) -> StreamOutput, joined by depth-1 process queues, all on the CPU, the
-same frame (astronaut.png) every time. Throughput is measured at the end of the pipeline after a
-warm-up. Variants, alternated within each repeat:
+The stand-in is DFL's live pipeline with DFL's module names and interfaces, each module a spawned
+process, every image on a shared weak heap of DFL's layout (2048 MB): FileSource (a painted "video",
+not real time: every frame, in order) -> FaceDetector (YoloV5Face-shaped model, DFL's pre- and
+post-processing) -> FaceMarker (FaceMesh-shaped) -> FaceAligner -> FaceSwapDFM (DFM-shaped 224 px
+stand-in, 20 ms preset, 2 or 200 MB of weights) -> FrameAdjuster -> FaceMerger (DFL's CPU merge) ->
+StreamOutput, all on the CPU. Variants, alternated within each repeat, each a fresh app:
 
-- ``dfl``: ``python main.py run DeepFaceLive ...`` (DFL's factory: onnxruntime defaults);
-- ``dfl_perf``: ``python -m dfl_perf.adapters.deepfacelive main.py run DeepFaceLive ...`` (zero edits);
-- ``dfl_perf --no-fast-dfm``: the same without the DFM fast path (to attribute the gain).
+- ``plain``: ``python main.py run DeepFaceLive ...`` (DFL as it is);
+- ``launched``: ``python -m dfl_perf.adapters.deepfacelive main.py run DeepFaceLive ...`` (dfl-perf dfl);
+- ``launched:--flag ...``: the launcher with some of its changes turned off, to attribute a gain.
 
-A second table times ``DFMModel.convert`` alone (one process, same tuned session): DFL's convert vs
-the fast path, interleaved calls. A third times what every spawned worker pays at start-up: a fresh
-interpreter importing the backend package, wall time including dfl_perf's sitecustomize
-(onnxruntime and onnx deferred with dfl_perf).
+Per run: delivered FPS after a warm-up (from the output's arrival times), CPU ms per delivered frame
+per module (from /proc, warm-up excluded), the whole app's peak summed PSS (every process of the app,
+read from /proc/PID/smaps_rollup each second over the run: shared pages split between the processes
+that map them), frames that reached the output without their merged or frame image, and the output
+frames themselves (a few saved per run, compared with plain's: the largest level difference).
+Medians of the repeats. ``--extras`` adds DFMModel.convert alone and a worker's import time.
 """
 
 from __future__ import annotations
@@ -26,59 +30,160 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from _common import REPO, median, print_header, write_json
 
 STANDIN = REPO / "tests" / "dfl_standin"
-SHARED = Path(os.environ.get("DFL_PERF_SHARED", str(REPO.parent / "shared")))
-VARIANTS = {
-    "dfl": [],
-    "dfl_perf": ["-m", "dfl_perf.adapters.deepfacelive"],
-    "dfl_perf --no-fast-dfm": ["-m", "dfl_perf.adapters.deepfacelive", "--no-fast-dfm"],
-}
+LAUNCHER = ["-m", "dfl_perf.adapters.deepfacelive"]
+MODULES = ("FileSource", "FaceDetector", "FaceMarker", "FaceAligner", "FaceSwapDFM", "FrameAdjuster", "FaceMerger",
+           "StreamOutput")
+SAVED = (30, 150, 299)
 
 
-def _run_pipeline(variant: str, userdata: Path, env: Dict[str, str]) -> Dict[str, Any]:
-    cmd = [sys.executable] + VARIANTS[variant] + [str(STANDIN / "main.py"), "run", "DeepFaceLive",
-                                                  "--userdata-dir", str(userdata)]
-    done = subprocess.run(cmd, cwd=str(REPO), env=env, capture_output=True, text=True, timeout=600)
-    if done.returncode != 0:
-        raise RuntimeError("%s failed:\n%s%s" % (variant, done.stdout, done.stderr))
+class PssSampler:
+    """Peak of the summed PSS of a process and all its descendants, read every ``interval`` seconds."""
+
+    def __init__(self, pid: int, interval: float = 1.0) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.peak = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pss-sampler", daemon=True)
+
+    def __enter__(self) -> PssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            total = app_pss_bytes(self.pid)
+            if total:
+                self.peak = max(self.peak, total)
+                self.samples += 1
+            self._stop.wait(self.interval)
+
+
+def _descendants(pid: int) -> List[int]:
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        return [pid] + [p.pid for p in root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def _pss_bytes(pid: int) -> int:
+    try:
+        with open("/proc/%d/smaps_rollup" % pid) as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def app_pss_bytes(pid: int) -> int:
+    """Summed PSS of ``pid`` and its descendants (each shared page split between the processes mapping it)."""
+    return sum(_pss_bytes(p) for p in _descendants(pid))
+
+
+def _run(variant: str, userdata: Path, env: Dict[str, str], frames: int, timeout: float) -> Dict[str, Any]:
+    name, _, flags = variant.partition(":")
+    prefix = LAUNCHER + flags.split() if name == "launched" else []
+    cmd = [sys.executable] + prefix + [str(STANDIN / "main.py"), "run", "DeepFaceLive", "--userdata-dir", str(userdata)]
+    with open(str(userdata / "run.log"), "w") as log:
+        proc = subprocess.Popen(cmd, cwd=str(REPO), env=env, stdout=log, stderr=subprocess.STDOUT)
+        with PssSampler(proc.pid) as pss:
+            code = proc.wait(timeout=timeout)
+    if code != 0:
+        raise RuntimeError("%s failed (exit %s): see %s" % (variant, code, userdata / "run.log"))
     report = json.loads((userdata / "standin_report.json").read_text())
-    return {"fps": report["fps"], "threads": [w["sessions"][0]["intra_op_num_threads"] for n, w in sorted(report["workers"].items())
-                        if w["sessions"]]}
+    if report["frames"] < frames:
+        raise RuntimeError("%s delivered %d frames" % (variant, report["frames"]))
+    return {"fps": report["fps"], "cpu_ms": report["cpu_ms_per_frame"], "peak_pss_mb": pss.peak / 1e6,
+            "pss_samples": pss.samples, "lost": report["lost_merged"] + report["lost_frame"],
+            "frames": report["frames"], "heap": report.get("heap"), "merged_dtypes": report.get("merged_dtypes"),
+            "out": str(userdata / "out")}
 
 
-def bench_pipeline(work: Path, frames: int, warmup: int, repeats: int) -> Dict[str, Any]:
+def _max_level_difference(plain_out: str, other_out: str) -> Optional[int]:
+    import numpy as np
+
+    worst = None
+    for n in SAVED:
+        a, b = Path(plain_out) / ("frame_%06d.npy" % n), Path(other_out) / ("frame_%06d.npy" % n)
+        if a.is_file() and b.is_file():
+            diff = int(np.abs(np.load(str(a)).astype(int) - np.load(str(b))).max())
+            worst = diff if worst is None else max(worst, diff)
+    return worst
+
+
+def bench_cell(work: Path, width: int, height: int, dfm_mb: float, variants: List[str], repeats: int, frames: int,
+               detector: str, env: Dict[str, str]) -> Dict[str, Any]:
+    from dfl_perf.facepipe.models import face_photo_path
     from dfl_perf.facepipe.standin import save_dfm_standin
 
-    dfm = work / "standin_20ms.dfm"
-    save_dfm_standin(str(dfm), resolution=224, cost="20ms", seed=0)
-    settings = {"frames": frames, "warmup": warmup, "dfm_path": str(dfm),
-                "frame_path": str(SHARED / "media" / "astronaut.png"), "timeout_s": 600}
-    env = dict(os.environ, DFL_STANDIN_MODELS=str(SHARED / "models"), DFL_PERF_CACHE_DIR=str(work / "cache"))
-    for name in ("DFL_PERF_DFL_CONFIG", "PYTHONPATH", "ORT_DEVICES_INITIALIZED", "ORT_DEVICES_COUNT"):
-        env.pop(name, None)
-    runs: Dict[str, List[Dict[str, Any]]] = {name: [] for name in VARIANTS}
+    dfm = work / ("dfm_%gmb.dfm" % dfm_mb)
+    if not dfm.is_file():
+        save_dfm_standin(str(dfm), resolution=224, cost="20ms", seed=0, dense_mb=dfm_mb)
+    settings = {"frames": frames, "warmup": max(20, frames // 8), "dfm_path": str(dfm), "width": width,
+                "height": height, "models_dir": str(work / ("models_" + detector)), "detector_cost": detector,
+                "face_path": str(face_photo_path()), "save_frames": [n for n in SAVED if n < frames],
+                "timeout_s": 900}
+    runs: Dict[str, List[Dict[str, Any]]] = {v: [] for v in variants}
     for repeat in range(repeats):
-        order = list(VARIANTS) if repeat % 2 == 0 else list(reversed(list(VARIANTS)))
+        order = variants if repeat % 2 == 0 else list(reversed(variants))
         for variant in order:
-            userdata = work / ("userdata-%s-%d" % (variant.replace(" ", "_"), repeat))
+            userdata = work / ("%dx%d-%gmb-%s-%d" % (width, height, dfm_mb, variant.replace(" ", "_").replace(":", "_")
+                                                     .replace("--", ""), repeat))
             userdata.mkdir()
             (userdata / "standin_settings.json").write_text(json.dumps(settings))
-            result = _run_pipeline(variant, userdata, env)
+            result = _run(variant, userdata, env, frames, timeout=1200)
             runs[variant].append(result)
-            print("  repeat %d  %-24s %6.2f frames/s  (threads per session %s)"
-                  % (repeat + 1, variant, result["fps"], result["threads"]))
-    return {name: {"fps_median": median(r["fps"] for r in results),
-                   "fps_runs": [r["fps"] for r in results],
-                   "threads": results[0]["threads"]} for name, results in runs.items()}
+            print("  %dx%d %5g MB  repeat %d  %-34s %6.2f FPS  peak PSS %7.0f MB  lost %d" % (
+                width, height, dfm_mb, repeat + 1, variant, result["fps"], result["peak_pss_mb"], result["lost"]))
+            sys.stdout.flush()
+    return {variant: _summary(results, runs.get(variants[0], [])) for variant, results in runs.items()}
 
 
-def bench_convert(work: Path, calls: int) -> Dict[str, float]:
+def _summary(results: List[Dict[str, Any]], base: List[Dict[str, Any]]) -> Dict[str, Any]:
+    cpu = {m: median(r["cpu_ms"].get(m, 0.0) for r in results) for m in MODULES}
+    diffs = [_max_level_difference(b["out"], r["out"]) for b, r in zip(base, results)]
+    return {"fps": median(r["fps"] for r in results), "fps_runs": [r["fps"] for r in results],
+            "peak_pss_mb": median(r["peak_pss_mb"] for r in results),
+            "peak_pss_runs": [r["peak_pss_mb"] for r in results], "cpu_ms": cpu,
+            "lost": sum(r["lost"] for r in results), "frames": [r["frames"] for r in results],
+            "max_level_diff": max([d for d in diffs if d is not None], default=None),
+            "heap": results[-1]["heap"], "merged_dtypes": results[-1]["merged_dtypes"]}
+
+
+def _print_cell(label: str, cell: Dict[str, Any]) -> None:
+    base = next(iter(cell.values()))
+    print("\n%s" % label)
+    print("%-34s %8s %8s %10s %8s %5s %5s" % ("variant", "FPS", "vs 1st", "peak PSS", "vs 1st", "lost", "diff"))
+    for variant, row in cell.items():
+        print("%-34s %8.2f %7.2fx %8.0f MB %7.2fx %5d %5s" % (
+            variant, row["fps"], row["fps"] / base["fps"], row["peak_pss_mb"], row["peak_pss_mb"] / base["peak_pss_mb"],
+            row["lost"], "-" if row["max_level_diff"] is None else row["max_level_diff"]))
+    print("CPU ms per delivered frame: " + ", ".join("%s" % v for v in cell))
+    for module in MODULES:
+        print("  %-14s " % module + "  ".join("%7.1f" % cell[v]["cpu_ms"][module] for v in cell))
+    print("  %-14s " % "all" + "  ".join("%7.1f" % sum(cell[v]["cpu_ms"].values()) for v in cell))
+
+
+def _extras(work: Path) -> Dict[str, Any]:
+    """DFMModel.convert alone (DFL's vs the fast path) and a worker's import (plain vs launched)."""
     sys.path.insert(0, str(STANDIN))
     try:
         import numpy as np
@@ -87,100 +192,67 @@ def bench_convert(work: Path, calls: int) -> Dict[str, float]:
         import dfl_perf.adapters.deepfacelive as dp
         from dfl_perf.adapters.deepfacelive.dfm import FastDFM
 
+        dfm = work / "extras.dfm"
+        from dfl_perf.facepipe.standin import save_dfm_standin
+
+        save_dfm_standin(str(dfm), resolution=224, cost="20ms", seed=0)
         dp.install(dp.DFLConfig(lazy_imports=(), optimized_model_cache=False), propagate=False)
-        model = DFMModel(str(work / "standin_20ms.dfm"))
-        original = DFMModel.convert.dfl_perf_original
-        fast = FastDFM(model._sess)
-        rng = np.random.RandomState(0)
-        results = {}
-        for label, img in (("224x224 uint8 (aligned face)", rng.randint(0, 256, (224, 224, 3)).astype(np.uint8)),
-                           ("320x320 uint8 (resized)", rng.randint(0, 256, (320, 320, 3)).astype(np.uint8))):
-            for _ in range(5):
-                original(model, img)
-                fast.convert(img)
-            dfl_times, fast_times = [], []
-            for _ in range(calls):
-                t0 = time.perf_counter()
-                original(model, img)
-                t1 = time.perf_counter()
-                fast.convert(img)
-                t2 = time.perf_counter()
-                dfl_times.append(t1 - t0)
-                fast_times.append(t2 - t1)
-            results[label] = {"dfl_ms": 1000 * median(dfl_times), "fast_ms": 1000 * median(fast_times)}
+        model = DFMModel(str(dfm))
+        original, fast = DFMModel.convert.dfl_perf_original, FastDFM(model._sess)
+        img = np.random.RandomState(0).randint(0, 256, (224, 224, 3)).astype(np.uint8)
+        times: Dict[str, List[float]] = {"dfl_ms": [], "fast_ms": []}
+        for i in range(60):
+            for key, call in (("dfl_ms", lambda: original(model, img)), ("fast_ms", lambda: fast.convert(img))):
+                start = time.perf_counter()
+                call()
+                if i >= 5:
+                    times[key].append(1000 * (time.perf_counter() - start))
         fast.close()
         dp.uninstall()
-        return results
+        return {key: median(values) for key, values in times.items()}
     finally:
         sys.path.remove(str(STANDIN))
 
 
-_IMPORT_PROBE = """
-import sys
-sys.path.insert(0, sys.argv[1])
-import apps.DeepFaceLive.backend
-print(int('__version__' in vars(sys.modules['onnxruntime'])))
-"""
-
-
-def bench_worker_import(repeats: int) -> Dict[str, Dict[str, float]]:
-    """Wall seconds of a fresh interpreter (start-up, sitecustomize, then importing the stand-in backend
-    package, as each spawned DFL worker does)."""
-    from dfl_perf.adapters.deepfacelive import DFLConfig
-    from dfl_perf.adapters.deepfacelive._install import SITE_DIR
-
-    base_env = dict(os.environ, ORT_DEVICES_INITIALIZED="1", ORT_DEVICES_COUNT="0")
-    for name in ("DFL_PERF_DFL_CONFIG", "PYTHONPATH"):
-        base_env.pop(name, None)
-    variants = {"dfl": base_env,
-                "dfl_perf": dict(base_env, PYTHONPATH=SITE_DIR, DFL_PERF_DFL_CONFIG=DFLConfig().to_json())}
-    times: Dict[str, List[float]] = {name: [] for name in variants}
-    loaded: Dict[str, int] = {}
-    for _ in range(repeats):
-        for name, env in variants.items():
-            started = time.perf_counter()
-            done = subprocess.run([sys.executable, "-c", _IMPORT_PROBE, str(STANDIN)], cwd=str(REPO), env=env,
-                                  capture_output=True, text=True, timeout=120, check=True)
-            times[name].append(time.perf_counter() - started)
-            loaded[name] = int(done.stdout.split()[-1])
-    return {name: {"wall_s": median(values), "onnxruntime_loaded": loaded[name]} for name, values in times.items()}
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="short run (fewer frames and repeats)")
-    parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--frames", type=int, default=None)
+    parser.add_argument("--resolutions", default="640x480,1280x720")
+    parser.add_argument("--dfm-mb", default="2,200", help="DFM stand-in weights in MB, comma-separated")
+    parser.add_argument("--variants", default="plain,launched",
+                        help="comma-separated; 'launched:--flag --flag' turns launcher changes off")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--frames", type=int, default=400, help="frames per run (a warm-up of frames/8, at least 20)")
+    parser.add_argument("--detector", choices=("light", "yolov5s"), default="light",
+                        help="detector model cost (tests/dfl_standin/standin_models.py): light = issue 17's DFL figures")
+    parser.add_argument("--extras", action="store_true", help="also time DFMModel.convert alone")
     parser.add_argument("--json", default=None, metavar="PATH")
     args = parser.parse_args()
-    frames = args.frames or (60 if args.quick else 200)
-    repeats = args.repeats or (2 if args.quick else 3)
-    warmup = max(5, frames // 8)
-    if not (SHARED / "models" / "yunet_n_320_320.onnx").is_file():
-        print("shared models not found under %s (set DFL_PERF_SHARED)" % SHARED)
-        return 2
-    info = print_header("adapters.deepfacelive: stand-in DFL pipeline, CPU")
-    print("pipeline: FileSource -> FaceDetector (YuNet-n 320) -> FaceMarker (FaceMesh) -> FaceSwapDFM (224, 20ms"
-          " preset) -> StreamOutput; %d frames, %d warm-up, median of %d repeats" % (frames, warmup, repeats))
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    resolutions = [tuple(int(x) for x in r.lower().split("x")) for r in args.resolutions.split(",")]
+    dfm_sizes = [float(x) for x in args.dfm_mb.split(",")]
+    info = print_header("adapters.deepfacelive: the stand-in DFL's live pipeline, CPU, plain vs launched")
+    print("%d frames a run, medians of %d alternating repeats, detector %s; variants: %s"
+          % (args.frames, args.repeats, args.detector, ", ".join(variants)))
+    env = dict(os.environ)
+    for name in ("DFL_PERF_DFL_CONFIG", "PYTHONPATH", "ORT_DEVICES_INITIALIZED", "ORT_DEVICES_COUNT", "DFL_STANDIN_MODELS"):
+        env.pop(name, None)
+    cells = {}
     with tempfile.TemporaryDirectory(prefix="bench_adapters_") as tmp:
         work = Path(tmp)
-        pipeline = bench_pipeline(work, frames, warmup, repeats)
-        convert = bench_convert(work, 40 if args.quick else 150)
-    imports = bench_worker_import(3 if args.quick else 7)
-    base = pipeline["dfl"]["fps_median"]
-    print("\n%-26s %12s %10s  %s" % ("variant", "frames/s", "speed-up", "threads/session"))
-    for name, row in pipeline.items():
-        print("%-26s %12.2f %9.2fx  %s" % (name, row["fps_median"], row["fps_median"] / base, row["threads"]))
-    print("\nDFMModel.convert alone (same tuned session, interleaved calls, median ms):")
-    print("%-32s %10s %10s" % ("input", "DFL", "fast path"))
-    for label, row in convert.items():
-        print("%-32s %10.2f %10.2f" % (label, row["dfl_ms"], row["fast_ms"]))
-    print("\nWorker start-up: a fresh interpreter importing the backend package, as every spawned DFL worker"
-          " does (median wall s):")
-    for name, row in imports.items():
-        print("%-26s %8.3f s   onnxruntime run: %s" % (name, row["wall_s"], bool(row["onnxruntime_loaded"])))
-    write_json(args.json, {"machine": info, "frames": frames, "warmup": warmup, "repeats": repeats,
-                           "pipeline": pipeline, "convert": convert, "worker_import": imports})
+        env["DFL_PERF_CACHE_DIR"] = str(work / "cache")
+        for width, height in resolutions:
+            for dfm_mb in dfm_sizes:
+                label = "%dx%d, %g MB DFM" % (width, height, dfm_mb)
+                cells[label] = bench_cell(work, width, height, dfm_mb, variants, args.repeats, args.frames,
+                                          args.detector, env)
+        for label, cell in cells.items():
+            _print_cell(label, cell)
+        extras = _extras(work) if args.extras else None
+    if extras:
+        print("\nDFMModel.convert alone, 224 px uint8 face, median ms: DFL %.2f, fast path %.2f"
+              % (extras["dfl_ms"], extras["fast_ms"]))
+    write_json(args.json, {"machine": info, "frames": args.frames, "repeats": args.repeats, "detector": args.detector,
+                           "variants": variants, "cells": cells, "extras": extras})
     return 0
 
 

@@ -56,7 +56,7 @@ VARIANTS = ("plain", "launched", "install")
 
 # ------------------------------------------------------------------------------------------- inputs
 
-def overlay_dfl(dfl: Path, work: Path, width: int, height: int) -> Dict[str, Any]:
+def overlay_dfl(dfl: Path, work: Path, width: int, height: int, yolo_width: float = 1.0) -> Dict[str, Any]:
     """The DFL folder to run: the checkout itself, or an overlay of links plus a stand-in YoloV5Face."""
     if not (dfl / "apps" / "DeepFaceLive" / "backend" / "__init__.py").is_file():
         raise SystemExit("not a DeepFaceLive checkout (no apps/DeepFaceLive/backend): %s" % dfl)
@@ -68,10 +68,10 @@ def overlay_dfl(dfl: Path, work: Path, width: int, height: int) -> Dict[str, Any
     if root.exists():
         shutil.rmtree(root)
     _link_tree(dfl, root, YOLO.parent)
-    model = build_yolov5face_standin(face_box_in_window(width, height))
+    model = build_yolov5face_standin(face_box_in_window(width, height), width=yolo_width)
     (root / YOLO).write_bytes(model.SerializeToString())
-    return {"path": str(root), "yolov5face": "stand-in (%.1f MB, same interface; cost estimated)"
-            % ((root / YOLO).stat().st_size / 1e6)}
+    return {"path": str(root), "yolov5face": "stand-in (%.1f MB, same interface; cost estimated, channels x%g)"
+            % ((root / YOLO).stat().st_size / 1e6, yolo_width)}
 
 
 def _link_tree(src: Path, dst: Path, real_dir: Path) -> None:
@@ -296,6 +296,9 @@ def main() -> int:
     parser.add_argument("--timeout-s", type=float, default=240.0)
     parser.add_argument("--floor", type=int, default=9, metavar="N",
                         help="also time N interpreters importing numpy + OpenCV at once (the spawn floor; 0: skip)")
+    parser.add_argument("--yolo-width", type=float, default=1.0, metavar="F",
+                        help="the YoloV5Face stand-in's channels x F (a checkout without the model; 0.5: about the "
+                             "detector cost of issue 17's DFL figures; default 1: YOLOv5s-face's published cost)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     variants = [v for v in args.variants.split(",") if v]
@@ -312,7 +315,7 @@ def main() -> int:
     info = print_header("DeepFaceLive's real backend, headless, CPU")
     work = Path(args.work) if args.work else Path(__import__("tempfile").mkdtemp(prefix="bench_dfl_real_"))
     work.mkdir(parents=True, exist_ok=True)
-    dfl = overlay_dfl(Path(args.dfl).resolve(), work, width, height)
+    dfl = overlay_dfl(Path(args.dfl).resolve(), work, width, height, args.yolo_width)
     userdata = work / "userdata"
     from _dfl_real_inputs import write_clip
 

@@ -148,11 +148,7 @@ ALLOWED_SKIPS: List[Tuple[str, str, str]] = [
 ]
 # Skips allowed for now while their owner moves the tests off ../shared; they are not counted in
 # MAX_SKIPS, and every run names them. Remove an entry when its tests stop skipping (a run says so).
-PENDING_SKIPS: List[Tuple[str, str, str]] = [
-    (r"test_adapters_deepfacelive\.py::", _SHARED,
-     "the DFL stand-in reads YuNet and FaceMesh from ../shared (DFL_STANDIN_MODELS); w17 is moving it to the "
-     "embedded YuNet and an onnx-built FaceMesh-shaped model (issue 17)"),
-]
+PENDING_SKIPS: List[Tuple[str, str, str]] = []  # skips allowed while work that removes them is under way
 MAX_SKIPS = 10  # issue 20: at most this many skips on a fresh clone
 STRICT_ENV = "DFL_PERF_STRICT_SKIPS"
 

@@ -1,8 +1,9 @@
 """dfl_perf.adapters.deepfacelive against a stand-in DeepFaceLive tree (tests/dfl_standin).
 
-The stand-in mirrors DFL's module paths, names and signatures; its models are real ONNX files (the
-shared YuNet and FaceMesh, and a DFM-shaped model built by dfl_perf.facepipe.standin). Nothing of
-onnxruntime is mocked; a CUDA request on this CPU-only machine is a real "provider not available".
+The stand-in mirrors DFL's module paths, names and signatures; its models are real ONNX files it
+builds with ``onnx`` (a YoloV5Face-shaped detector, a FaceMesh-shaped marker, and a DFM-shaped model
+from dfl_perf.facepipe.standin), so nothing here needs ../shared. Nothing of onnxruntime is mocked;
+a CUDA request on this CPU-only machine is a real "provider not available".
 """
 
 from __future__ import annotations
@@ -45,10 +46,21 @@ def _drop_standin_modules() -> None:
             del sys.modules[name]
 
 
+@pytest.fixture(scope="session")
+def standin_models(tmp_path_factory) -> Path:
+    """The stand-in DFL's detector and marker models (built once per test session)."""
+    sys.path.insert(0, str(STANDIN))
+    try:
+        from standin_models import build_models
+    finally:
+        sys.path.remove(str(STANDIN))
+    return build_models(tmp_path_factory.mktemp("standin_models"))
+
+
 @pytest.fixture
-def standin(monkeypatch, shared_models):
+def standin(monkeypatch, standin_models):
     """The stand-in DFL importable in this process; everything undone afterwards."""
-    monkeypatch.setenv("DFL_STANDIN_MODELS", str(shared_models))
+    monkeypatch.setenv("DFL_STANDIN_MODELS", str(standin_models))
     monkeypatch.setenv("ORT_DEVICES_INITIALIZED", "1")
     monkeypatch.setenv("ORT_DEVICES_COUNT", "0")
     _drop_standin_modules()
@@ -57,6 +69,9 @@ def standin(monkeypatch, shared_models):
     dp.uninstall()
     sys.path.remove(str(STANDIN))
     _drop_standin_modules()
+    startup = sys.modules.get("dfl_perf.adapters.deepfacelive.startup")
+    if startup is not None:  # install(meter_dir=...) starts this process's start-up timeline there; forget it
+        startup._recorder = None
 
 
 @pytest.fixture(scope="module")
@@ -156,11 +171,11 @@ def test_modules_imported_after_install_get_the_patched_factory(standin):
     assert facemesh_module.InferenceSession_with_device.__module__ == "xlib.onnxruntime.InferenceSession"
 
 
-def test_session_cache_is_keyed_on_provider_not_device_equality(standin, shared_models, caplog):
+def test_session_cache_is_keyed_on_provider_not_device_equality(standin, standin_models, caplog):
     dp.install(_quiet(), propagate=False)
     from xlib.onnxruntime import InferenceSession_with_device, ORTDeviceInfo, get_cpu_device_info
 
-    path = str(shared_models / "yunet_n_320_320.onnx")
+    path = str(standin_models / "YoloV5Face.onnx")
     first = InferenceSession_with_device(path, get_cpu_device_info())
     assert InferenceSession_with_device(path, get_cpu_device_info()) is first
     cuda0 = ORTDeviceInfo(0, "CUDAExecutionProvider", "GPU", 1, 1)
@@ -224,14 +239,14 @@ def test_missing_cuda_falls_back_to_cpu_with_a_warning(standin, dfm_files, caplo
         DFMModel(dfm_files["plain"], gpu)
 
 
-def test_no_cpu_fallback_for_models_dfl_keeps_off_the_cpu(standin, shared_models, tmp_path):
+def test_no_cpu_fallback_for_models_dfl_keeps_off_the_cpu(standin, standin_models, tmp_path):
     import shutil
 
     dp.install(_quiet(), propagate=False)
     from xlib.onnxruntime import InferenceSession_with_device, ORTDeviceInfo
 
     centerface = tmp_path / "CenterFace.onnx"  # DFL: "CenterFace ONNX model does not work correctly on CPU"
-    shutil.copyfile(str(shared_models / "yunet_n_320_320.onnx"), str(centerface))
+    shutil.copyfile(str(standin_models / "YoloV5Face.onnx"), str(centerface))
     with pytest.raises(Exception, match="CUDAExecutionProvider is not available.*not run on the CPU"):
         InferenceSession_with_device(str(centerface), ORTDeviceInfo(0, "CUDAExecutionProvider", "GPU", 1, 1))
 
@@ -262,13 +277,13 @@ def test_factory_rejects_bad_input_with_clear_errors(standin, tmp_path):
         InferenceSession_with_device(42, get_cpu_device_info())
 
 
-def test_optimized_model_disk_cache_is_reused_across_processes(standin, shared_models, cache_dir):
+def test_optimized_model_disk_cache_is_reused_across_processes(standin, standin_models, cache_dir):
     from xlib.onnxruntime import get_cpu_device_info
 
     from dfl_perf.adapters.deepfacelive.factory import make_session_factory
 
     config = DFLConfig(lazy_imports=())  # optimized-model cache on (the default)
-    path = str(shared_models / "yunet_n_320_320.onnx")
+    path = str(standin_models / "YoloV5Face.onnx")
     first = make_session_factory(config)
     first(path, get_cpu_device_info())
     assert first.dfl_perf_state.records[-1].disk_cache == "stored"
@@ -277,7 +292,7 @@ def test_optimized_model_disk_cache_is_reused_across_processes(standin, shared_m
     second = make_session_factory(config)  # a new DFL worker process (DFL restarts workers on every change)
     sess = second(path, get_cpu_device_info())
     assert second.dfl_perf_state.records[-1].disk_cache == "hit"
-    assert len(sess.run(None, {"input": np.zeros((1, 3, 320, 320), np.float32)})) == 12
+    assert len(sess.run(None, {"input": np.zeros((1, 3, 480, 480), np.float32)})) == 3
     assert _describe(sess) == (EXPECTED_THREADS, "0")
 
 
@@ -394,12 +409,12 @@ def test_convert_batch_matches_one_face_at_a_time(standin, dfm_files):
         model.convert_batch([])
 
 
-def test_fast_path_steps_aside_for_a_model_it_cannot_bind(standin, shared_models, caplog):
+def test_fast_path_steps_aside_for_a_model_it_cannot_bind(standin, standin_models, caplog):
     from modelhub.DFLive.DFMModel import DFMModel
     from xlib.onnxruntime import InferenceSession_with_device, get_cpu_device_info
 
     model = DFMModel.__new__(DFMModel)  # a DFMModel whose session breaks the DFM contract
-    model._sess = InferenceSession_with_device(str(shared_models / "yunet_n_320_320.onnx"), get_cpu_device_info())
+    model._sess = InferenceSession_with_device(str(standin_models / "YoloV5Face.onnx"), get_cpu_device_info())
     model._input_width = model._input_height = 64
     model._model_type = 1
     dp.install(_quiet(), propagate=False)
@@ -410,26 +425,44 @@ def test_fast_path_steps_aside_for_a_model_it_cannot_bind(standin, shared_models
 
 # ---------------------------------------------------------------------------------------------- meter
 
+class _Inbox:
+    """A BackendConnection stand-in for one worker in this process (a deque, nothing shared)."""
+
+    def __init__(self, items=()):
+        import collections
+
+        self.items = collections.deque(items)
+        self.written = []
+
+    def read(self, timeout=0):
+        return self.items.popleft() if self.items else None
+
+    def write(self, bcd):
+        self.written.append(bcd)
+
+    def is_full_read(self, buffer_size=0):
+        return True
+
+
 def _worker_with_inbox(items):
     import queue
+    import time
 
-    from apps.DeepFaceLive.backend.BackendBase import BackendConnection, BackendWorker
+    from apps.DeepFaceLive.backend._stage import StageMixin
+    from apps.DeepFaceLive.backend.BackendBase import BackendWorker
 
-    class SlowWorker(BackendWorker):
-        def process(self, bcd):
-            import time
-
+    class SlowWorker(StageMixin, BackendWorker):
+        def process_bcd(self, bcd):
             time.sleep(0.01)
-            return bcd
 
-    inbox = BackendConnection.__new__(BackendConnection)
-    inbox._queue = queue.Queue()
-    outbox = BackendConnection.__new__(BackendConnection)
-    outbox._queue = queue.Queue()
-    for item in items:
-        inbox._queue.put(item)
+    class Item:
+        def assign_weak_heap(self, heap):
+            pass
+
     messages = queue.Queue()
-    return SlowWorker(messages, inbox, outbox, {}), messages
+    worker = SlowWorker(messages, None, {})
+    worker.setup_stage(None, None, _Inbox([Item() for _ in items]), _Inbox())
+    return worker, messages
 
 
 def _drain(messages):
@@ -530,40 +563,46 @@ def test_deferred_module_runs_only_when_used(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------- launcher and spawned DFL workers
 
-def _standin_settings(folder: Path, dfm_path: str, frames: int = 6) -> Path:
+def _standin_settings(folder: Path, dfm_path: str, models: Path, frames: int = 6, **extra) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "standin_settings.json").write_text(json.dumps({"frames": frames, "warmup": 1, "dfm_path": dfm_path}))
+    settings = {"frames": frames, "warmup": 1, "dfm_path": dfm_path, "models_dir": str(models), "timeout_s": 120}
+    settings.update(extra)
+    (folder / "standin_settings.json").write_text(json.dumps(settings))
     return folder
 
 
-def _run(cmd, shared_models, cwd=REPO, timeout=150):
-    env = dict(os.environ, DFL_STANDIN_MODELS=str(shared_models))
-    for name in (CONFIG_ENV, "ORT_DEVICES_INITIALIZED", "ORT_DEVICES_COUNT", "PYTHONPATH"):
+def _run(cmd, cwd=REPO, timeout=200):
+    env = dict(os.environ)
+    for name in (CONFIG_ENV, "ORT_DEVICES_INITIALIZED", "ORT_DEVICES_COUNT", "PYTHONPATH", "DFL_STANDIN_MODELS"):
         env.pop(name, None)
     done = subprocess.run(cmd, cwd=str(cwd), env=env, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stdout + done.stderr
     return done
 
 
-def _report(userdata: Path):
+def _report(userdata: Path, frames: int):
     report = json.loads((userdata / "standin_report.json").read_text())
-    assert report["exit_codes"] == [0, 0, 0, 0, 0] and report["frames"] >= 1
+    assert report["exit_codes"] == [0] * len(PIPELINE), report["exit_codes"]
+    assert report["frames"] == frames and report["lost_merged"] == 0 and report["lost_frame"] == 0
     return report
 
 
-MODEL_WORKERS = ("FaceDetectorWorker", "FaceMarkerWorker", "FaceSwapDFMWorker")
-IDLE_WORKERS = ("FileSourceWorker", "StreamOutputWorker")
+PIPELINE = ("FileSource", "FaceDetector", "FaceMarker", "FaceAligner", "FaceSwapDFM", "FrameAdjuster", "FaceMerger",
+            "StreamOutput")
+MODEL_WORKERS = ("FaceDetector", "FaceMarker", "FaceSwapDFM")
+IDLE_WORKERS = ("FileSource", "FaceAligner", "FrameAdjuster", "FaceMerger", "StreamOutput")
+TIMED_WORKERS = PIPELINE[:-1]  # every module but StreamOutput reports DFL's profile timing
 
 
-@pytest.mark.timeout(200)
-def test_zero_edit_launch_patches_every_spawned_worker(tmp_path, shared_models, dfm_files):
-    userdata = _standin_settings(tmp_path / "userdata", dfm_files["plain"])
+@pytest.mark.timeout(300)
+def test_zero_edit_launch_patches_every_spawned_worker(tmp_path, standin_models, dfm_files):
+    userdata = _standin_settings(tmp_path / "userdata", dfm_files["plain"], standin_models)
     meter_dir = tmp_path / "meter"
     cmd = [sys.executable, "-m", "dfl_perf.adapters.deepfacelive", "--meter-dir", str(meter_dir),
            "--cache-dir", str(tmp_path / "cache"), str(STANDIN / "main.py"), "run", "DeepFaceLive",
            "--userdata-dir", str(userdata)]
-    _run(cmd, shared_models)
-    report = _report(userdata)
+    _run(cmd)
+    report = _report(userdata, 6)
     pids = {report["main"]["pid"]}
     for name in MODEL_WORKERS:
         worker = report["workers"][name]
@@ -576,51 +615,81 @@ def test_zero_edit_launch_patches_every_spawned_worker(tmp_path, shared_models, 
         worker = report["workers"][name]
         pids.add(worker["pid"])
         assert not worker["onnxruntime_loaded"] and not worker["onnx_loaded"], (name, worker)
-    assert len(pids) == 6  # five spawned workers and the main process, all distinct
+    assert len(pids) == len(PIPELINE) + 1  # the spawned workers and the main process, all distinct
     for where in [report["main"]] + list(report["workers"].values()):
         assert where["factory_module"] == "dfl_perf.adapters.deepfacelive.factory"
         assert where["facemesh_factory_module"] == "dfl_perf.adapters.deepfacelive.factory"
         assert where["dfm_convert_module"] == "dfl_perf.adapters.deepfacelive.dfm"
         assert where["cuda_cache_maxsize"] == "2147483647"
+        assert where["merge_module"] == "dfl_perf.adapters.deepfacelive.merger"
+        assert where["heap_add_data_module"] == "dfl_perf.adapters.deepfacelive.heap"
+        assert where["thread_pools"]["cv2"] == EXPECTED_THREADS and where["thread_pools"]["OMP_NUM_THREADS"] == str(EXPECTED_THREADS)
+    for name in ("FaceMerger", "FaceAligner", "StreamOutput"):  # numexpr's pool too, where DFL uses it
+        assert report["workers"][name]["thread_pools"]["numexpr"] == EXPECTED_THREADS
+    assert report["merged_dtypes"] == ["uint8"] and report["heap"]["lost_reads"] == 0
+    assert report["heap"]["limit"] < report["heap"]["reserved"] // 4
     view = dp.collect_meter(meter_dir)
-    assert set(view["modules"]) == set(MODEL_WORKERS)
-    assert all(view["modules"][n]["summary"]["frames"] == report["frames"] for n in MODEL_WORKERS)
-    # DFL's UI message now carries 1 / measured throughput
-    assert all(len(report["profile_timing"][n]) == report["frames"] for n in MODEL_WORKERS)
+    assert set(view["modules"]) == {name + "Worker" for name in TIMED_WORKERS}
+    assert all(view["modules"][n + "Worker"]["summary"]["frames"] == 6 for n in TIMED_WORKERS)
+    assert all(len(report["profile_timing"][n]) == 6 for n in TIMED_WORKERS)
+    assert view["bottleneck"] in {name + "Worker" for name in TIMED_WORKERS}
+    assert all(text.split(" | ")[0].endswith("FPS alone") for text, _ in report["panels"].values())
 
 
-@pytest.mark.timeout(200)
-def test_without_dfl_perf_the_standin_behaves_like_dfl(tmp_path, shared_models, dfm_files):
-    userdata = _standin_settings(tmp_path / "userdata", dfm_files["plain"], frames=3)
-    _run([sys.executable, str(STANDIN / "main.py"), "run", "DeepFaceLive", "--userdata-dir", str(userdata)],
-         shared_models)
-    report = _report(userdata)
+@pytest.mark.timeout(300)
+def test_without_dfl_perf_the_standin_behaves_like_dfl(tmp_path, standin_models, dfm_files):
+    userdata = _standin_settings(tmp_path / "userdata", dfm_files["plain"], standin_models, frames=3)
+    _run([sys.executable, str(STANDIN / "main.py"), "run", "DeepFaceLive", "--userdata-dir", str(userdata)])
+    report = _report(userdata, 3)
     for name in MODEL_WORKERS:
         assert report["workers"][name]["sessions"][0]["intra_op_num_threads"] == 0
         assert report["workers"][name]["sessions"][0]["allow_spinning"] is None
-    for name in IDLE_WORKERS:
-        assert report["workers"][name]["onnxruntime_loaded"]
+    for name in IDLE_WORKERS:  # DFL: every worker imports the whole backend, onnxruntime and onnx included
+        assert report["workers"][name]["onnxruntime_loaded"] and report["workers"][name]["onnx_loaded"]
     assert report["main"]["factory_module"] == "xlib.onnxruntime.InferenceSession"
+    assert report["merged_dtypes"] == ["float32"] and report["no_face"] == 0 and report["heap"] is None
+    assert all(text.endswith(" FPS") for text, _ in report["panels"].values())
 
 
-@pytest.mark.timeout(200)
-def test_one_line_install_in_main_py_reaches_spawned_workers(tmp_path, shared_models, dfm_files):
+@pytest.mark.timeout(400)
+@pytest.mark.parametrize("faces, extra", [(1, {}), (2, {"FaceSwapDFM": {"swap_all_faces": True},
+                                                       "FaceDetector": {"max_faces": 2}})], ids=["one-face", "two-faces"])
+def test_launched_pipeline_delivers_dfls_frames(tmp_path, standin_models, dfm_files, face_photo, faces, extra):
+    """Every frame, same picture: the launched stand-in's output against a plain start's, frame by frame."""
+    saved = [0, 3, 7]
+    outputs = {}
+    for launched in (False, True):
+        userdata = _standin_settings(tmp_path / ("launched" if launched else "plain"), dfm_files["plain"], standin_models,
+                                     frames=8, faces=faces, face_path=str(face_photo), save_frames=saved, **extra)
+        prefix = [sys.executable, "-m", "dfl_perf.adapters.deepfacelive", "--cache-dir", str(tmp_path / "cache")]
+        _run((prefix if launched else [sys.executable]) + [str(STANDIN / "main.py"), "run", "DeepFaceLive",
+                                                            "--userdata-dir", str(userdata)])
+        report = _report(userdata, 8)
+        assert report["no_face"] == 0
+        outputs[launched] = [np.load(str(userdata / "out" / ("frame_%06d.npy" % n))) for n in saved]
+    for plain, fast in zip(outputs[False], outputs[True]):
+        assert plain.shape == fast.shape and plain.dtype == fast.dtype == np.uint8
+        assert np.abs(plain.astype(int) - fast).max() <= 2
+
+
+@pytest.mark.timeout(300)
+def test_one_line_install_in_main_py_reaches_spawned_workers(tmp_path, standin_models, dfm_files):
     main_py = tmp_path / "main.py"
     main_py.write_text(
         "import sys\nsys.path[:0] = [%r, %r]\n" % (str(STANDIN), str(REPO))
         + "import dfl_perf.adapters.deepfacelive as dp; dp.install(dp.DFLConfig(intra_op_threads=1))\n"
         + (STANDIN / "main.py").read_text())
-    userdata = _standin_settings(tmp_path / "userdata", dfm_files["plain"], frames=3)
-    _run([sys.executable, str(main_py), "run", "DeepFaceLive", "--userdata-dir", str(userdata)], shared_models)
-    report = _report(userdata)
+    userdata = _standin_settings(tmp_path / "userdata", dfm_files["plain"], standin_models, frames=3)
+    _run([sys.executable, str(main_py), "run", "DeepFaceLive", "--userdata-dir", str(userdata)])
+    report = _report(userdata, 3)
     for name in MODEL_WORKERS:
         assert report["workers"][name]["sessions"][0]["intra_op_num_threads"] == 1
         assert report["workers"][name]["sessions"][0]["allow_spinning"] == "0"
-    assert report["workers"]["FaceSwapDFMWorker"]["dfm_convert_module"] == "dfl_perf.adapters.deepfacelive.dfm"
+    assert report["workers"]["FaceSwapDFM"]["dfm_convert_module"] == "dfl_perf.adapters.deepfacelive.dfm"
 
 
 @pytest.mark.timeout(60)
-def test_sitecustomize_chains_to_the_one_it_hides(tmp_path, shared_models):
+def test_sitecustomize_chains_to_the_one_it_hides(tmp_path):
     other = tmp_path / "other_site"
     other.mkdir()
     marker = tmp_path / "marker.txt"
@@ -646,7 +715,13 @@ def test_dfl_main_arguments(tmp_path, capsys):
                                  "run", "X", "--k"])
     config = config_from_args(args)
     assert config.intra_op_threads == 2 and not config.fast_dfm and os.path.isabs(config.meter_dir)
-    assert config.lean_weights
+    assert config.lean_weights and config.fast_merge and config.merged_uint8 and config.frame_heap
+    assert config.frame_heap_mb is None and config.thread_pools and config.fast_detector
+    off = config_from_args(_parser().parse_args(["--frame-heap-mb", "300", "--no-fast-merge", "--float-merged",
+                                                 "--no-fast-detector", "--no-thread-pools", "--no-frame-heap", "main.py"]))
+    assert off.frame_heap_mb == 300 and not (off.fast_merge or off.merged_uint8 or off.fast_detector
+                                             or off.thread_pools or off.frame_heap)
+    assert dp.dfl_main(["--frame-heap-mb", "0", "main.py"]) == 2 and "frame_heap_mb" in capsys.readouterr().err
     assert args.dfl_args == ["run", "X", "--k"]
     assert dp.dfl_main([str(tmp_path / "missing_main.py"), "run"]) == 2
     assert "main.py not found" in capsys.readouterr().err
@@ -657,3 +732,169 @@ def test_dfl_main_arguments(tmp_path, capsys):
     script.write_text("import sys\nassert sys.argv[1:] == ['a', 'b']\nsys.exit(3)\n")
     assert dp.dfl_main([str(script), "a", "b"]) == 3
     assert not dp.is_installed()
+
+
+# ------------------------------------------------------------------------ detector, thread pools, output
+
+def _detector_inputs(face_photo):
+    from apps.DeepFaceLive.backend.FileSource import face_photo as crop
+    from apps.DeepFaceLive.backend.FileSource import paint_frames
+
+    photo = crop(str(face_photo))
+    frames = []
+    for width, height, faces in ((640, 480, 1), (1280, 720, 2), (1920, 1080, 1), (320, 240, 1), (2400, 1350, 1)):
+        frames.extend(paint_frames(width, height, faces, photo, count=3, seed=width))
+    frames.append(frames[0].astype(np.float32) / 255.0)  # float32 frames are used as they are
+    frames.append(cv2_gray(frames[1]))
+    frames.append(np.dstack([frames[2], frames[2][..., :1]]))  # 4 channels
+    return frames
+
+
+def cv2_gray(image):
+    import cv2
+
+    return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+
+
+@pytest.mark.parametrize("window, threshold", [(480, 0.5), (0, 0.5), (256, 0.3), (1000, 0.9)])
+def test_fast_detector_finds_dfls_rectangles(standin, face_photo, window, threshold):
+    from modelhub.onnx.YoloV5Face.YoloV5Face import YoloV5Face
+    from xlib.onnxruntime import get_cpu_device_info
+
+    detector = YoloV5Face(get_cpu_device_info())
+    frames = _detector_inputs(face_photo)
+    want = [detector.extract(f, threshold=threshold, fixed_window=window) for f in frames]
+    dp.install(_quiet(), propagate=False)
+    assert YoloV5Face.extract.__module__ == "dfl_perf.adapters.deepfacelive.detector"
+    got = [detector.extract(f, threshold=threshold, fixed_window=window) for f in frames]
+    assert got == want  # the same faces, the same floats, in the same order
+    assert sum(len(faces[0]) for faces in want) >= 5  # the stand-in's frames do have faces
+    augmented = detector.extract(frames[0], threshold=threshold, fixed_window=window, augment=True)
+    dp.uninstall()
+    assert augmented == detector.extract(frames[0], threshold=threshold, fixed_window=window, augment=True)
+    assert YoloV5Face.extract.__module__ == "modelhub.onnx.YoloV5Face.YoloV5Face"
+
+
+def test_thread_pools_follow_the_core_split(monkeypatch):
+    import cv2
+    import numexpr
+
+    from dfl_perf.adapters.deepfacelive.threads import THREAD_ENV
+
+    for name in THREAD_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MKL_NUM_THREADS", "3")  # the user's own setting stays
+    before = cv2.getNumThreads(), numexpr.get_num_threads()
+    dp.install(_quiet(intra_op_threads=1), propagate=False)
+    try:
+        assert cv2.getNumThreads() == 1 and numexpr.get_num_threads() == 1
+        assert os.environ["OMP_NUM_THREADS"] == "1" and os.environ["OPENBLAS_NUM_THREADS"] == "1"
+        assert os.environ["MKL_NUM_THREADS"] == "3"
+    finally:
+        dp.uninstall()
+    assert (cv2.getNumThreads(), numexpr.get_num_threads()) == before
+    assert "OMP_NUM_THREADS" not in os.environ and os.environ["MKL_NUM_THREADS"] == "3"
+    dp.install(_quiet(thread_pools=False), propagate=False)
+    try:
+        assert cv2.getNumThreads() == before[0] and "OMP_NUM_THREADS" not in os.environ
+    finally:
+        dp.uninstall()
+
+
+def test_side_by_side_views_get_the_merged_frame_as_float32(standin):
+    from apps.DeepFaceLive.backend.BackendBase import BackendConnectionData, BackendWeakHeap
+    from apps.DeepFaceLive.backend.StreamOutput import SourceType, StreamOutputWorker
+
+    from dfl_perf.adapters.deepfacelive import merge_ops
+
+    heap = BackendWeakHeap(size_mb=16)
+    frame = np.random.RandomState(0).randint(0, 256, (48, 64, 3)).astype(np.uint8)
+    merged = (255 - frame).astype(np.uint8)  # what the fast merge passes on
+    shown = {}
+    for fast in (False, True):
+        if fast:
+            dp.install(_quiet(), propagate=False)
+        for source_type in SourceType:
+            bcd = BackendConnectionData(uid=1)
+            bcd.assign_weak_heap(heap)
+            bcd.set_frame_image_name("f")
+            bcd.set_image("f", frame)
+            bcd.set_merged_image_name("f_merged")
+            bcd.set_image("f_merged", merged if fast else merged.astype(np.float32) / np.float32(255.0))
+            worker = StreamOutputWorker(None, None, {"source_type": source_type})
+            worker.on_start(heap, None, _Inbox([bcd]), None)
+            worker.send_msg = lambda *args: None
+            views = []
+            worker.buffered_frames.add_buffer = lambda ts, view, views=views: views.append(view)
+            worker.on_tick()
+            if views and views[0] is not None:
+                shown[(fast, source_type)] = merge_ops.to_uint8(views[0].astype(np.float32)) \
+                    if views[0].dtype != np.uint8 else views[0]
+        dp.uninstall()
+    for source_type in (SourceType.MERGED_FRAME, SourceType.SOURCE_N_MERGED_FRAME,
+                        SourceType.SOURCE_N_MERGED_FRAME_OR_SOURCE_FRAME, SourceType.MERGED_FRAME_OR_SOURCE_FRAME):
+        plain = shown[(False, source_type)]
+        if plain.dtype != np.uint8:
+            plain = merge_ops.to_uint8(plain.copy())
+        assert np.array_equal(plain, shown[(True, source_type)]), source_type
+
+
+# ---------------------------------------------------------------------------------- meter: both numbers
+
+def test_meter_timing_carries_the_rate_the_busy_time_and_the_share():
+    import pickle
+
+    from dfl_perf.adapters.deepfacelive.meter import MeterTiming, panel_text
+
+    timing = MeterTiming(0.025, delivered_fps=30.0, cpu_s=0.02)
+    again = pickle.loads(pickle.dumps(timing))
+    assert isinstance(again, MeterTiming) and float(again) == 0.025 and again.delivered_fps == 30.0
+    assert int(1.0 / again) == 40  # what DFL's own label computes: the FPS it could do alone
+    assert abs(again.utilisation - 0.75) < 1e-9
+    assert panel_text(again) == "40 FPS alone | 30 out | 75% busy"
+    assert panel_text(0.05) == "20 FPS"
+
+
+def test_dfls_panel_shows_both_numbers_and_marks_the_bottleneck(standin):
+    from apps.DeepFaceLive.ui.widgets.QBackendPanel import QBackendPanel
+
+    from dfl_perf.adapters.deepfacelive.meter import MeterTiming
+
+    dp.install(_quiet(), propagate=False)
+    try:
+        import importlib
+
+        importlib.import_module("apps.DeepFaceLive.ui.widgets.QBackendPanel")
+        slow, fast = QBackendPanel("FaceMerger"), QBackendPanel("FaceMarker")
+        slow._on_backend_profile_timing(MeterTiming(1 / 34.0, delivered_fps=33.0))
+        fast._on_backend_profile_timing(MeterTiming(1 / 120.0, delivered_fps=33.0))
+        assert slow._fps_label.text == "34 FPS alone | 33 out | 97% busy" and slow._fps_label.color == "red"
+        assert fast._fps_label.text.startswith("120 FPS alone | 33 out") and fast._fps_label.color is None
+        fast._on_backend_profile_timing(0.01)  # a worker without dfl_perf: DFL's own text
+        assert fast._fps_label.text == "100 FPS"
+    finally:
+        dp.uninstall()
+
+
+def test_meter_view_names_the_bottleneck(tmp_path):
+    from dfl_perf.adapters.deepfacelive.meter import ModuleMeter
+
+    clock = [0.0]
+    meters = {name: ModuleMeter(name, tmp_path, clock=lambda: clock[0]) for name in ("FaceSwapDFMWorker", "FaceMergerWorker")}
+    for _ in range(30):  # one frame every 38 ms: the swap busy 10 ms of it, the merger 28 ms
+        for name, busy in (("FaceSwapDFMWorker", 0.010), ("FaceMergerWorker", 0.028)):
+            meters[name].begin()
+            read = clock[0]
+            clock[0] += busy
+            meters[name].end(read, cpu_seconds=busy / 2)
+    for meter in meters.values():
+        meter.close()
+    view = dp.collect_meter(tmp_path)
+    assert view["bottleneck"] == "FaceMergerWorker"
+    merger = view["modules"]["FaceMergerWorker"]["load"]
+    assert abs(merger["busy_ms"] - 28.0) < 0.5 and abs(merger["cpu_ms"] - 14.0) < 0.5
+    assert abs(merger["fps_alone"] - 1000 / 28.0) < 1.0 and abs(merger["utilisation"] - 28 / 38.0) < 0.05
+    assert abs(view["modules"]["FaceSwapDFMWorker"]["load"]["utilisation"] - 10 / 38.0) < 0.05
+    csv_text = dp.write_meter_view(tmp_path, fmt="csv")
+    header = csv_text.splitlines()[0].split(",")
+    assert {"busy_ms", "cpu_ms", "fps_alone", "utilisation", "bottleneck"} <= set(header)

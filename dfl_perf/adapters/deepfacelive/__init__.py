@@ -10,8 +10,12 @@ One line at the top of DFL's ``main.py``::
 
 What changes: every session DFL builds through ``xlib.onnxruntime.InferenceSession_with_device``
 gets tuned options (see ``factory``), a failing CUDA provider falls back to CPU with a warning,
-``DFMModel.convert`` runs through pooled buffers (``dfm``), and each module's FPS in DFL's UI
-becomes measured throughput (``meter``). ``uninstall()`` puts everything back.
+``DFMModel.convert`` runs through pooled buffers (``dfm``), FaceMerger's CPU merge works on the
+face's rectangle and passes a uint8 frame on (``merger``, ``merge_ops``, ``output``), YoloV5Face's
+pre- and post-processing skip full-size copies (``detector``), every worker's OpenCV, numexpr and
+BLAS pools follow the core split (``threads``), the shared frame heap is sized by need instead of
+2 GB resident (``heap``), and DFL's UI shows each module's FPS alone, the delivered rate and its
+busy share (``meter``). ``uninstall()`` puts everything back.
 
 Importing this package is cheap (standard library only); the rest loads on first use.
 """

@@ -5,7 +5,7 @@ every spawned DFL worker for almost nothing. The finder
 
 - runs a patch function right after a target module (``xlib.onnxruntime``,
   ``modelhub.DFLive.DFMModel``, ``apps.DeepFaceLive.backend.BackendBase``) executes;
-- defers the modules named in ``DFLConfig.lazy_imports`` (``onnxruntime``, ``onnx``): ``import``
+- defers the modules named in ``DFLConfig.lazy_imports`` (``onnxruntime``, ``onnx``, ``h5py``): ``import``
   binds a module object at once, its code runs at the first use of one of its names, so a worker
   that never builds a session never pays for them.
 """

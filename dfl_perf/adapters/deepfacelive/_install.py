@@ -26,6 +26,11 @@ CSW_MODULE = "xlib.mp.csw.CSWBase"
 SHM_MODULE = "xlib.mp.MPSharedMemory"
 MP_PACKAGE = "xlib.mp"
 DFLIVE_PACKAGE = "modelhub.DFLive"
+HEAP_MODULE = "xlib.mp.MPWeakHeap"
+MERGER_MODULE = "apps.DeepFaceLive.backend.FaceMerger"
+OUTPUT_MODULE = "apps.DeepFaceLive.backend.StreamOutput"
+DETECTOR_MODULE = "modelhub.onnx.YoloV5Face.YoloV5Face"
+PANEL_MODULE = "apps.DeepFaceLive.ui.widgets.QBackendPanel"
 
 #: folder holding the ``sitecustomize.py`` that activates the adapter in spawned workers
 SITE_DIR = str(Path(__file__).resolve().parent / "_site")
@@ -41,6 +46,7 @@ class _Installed:
         from dfl_perf.adapters.deepfacelive.factory import make_session_factory
 
         self.config = config
+        self.threads = config.threads_per_session()
         self.factory = make_session_factory(config)
         self.original_factory: Optional[Callable[..., Any]] = None
         self.patcher = Patcher()
@@ -145,6 +151,60 @@ def _patch_model_list(state: _Installed, module: Any) -> None:
         from dfl_perf.adapters.deepfacelive.remote_swap import patch_model_list
 
         patch_model_list(module, state.patcher, state.config.remote_swap, state.config.remote_codec)
+def _patch_heap(module: Any, patcher: Patcher, config: DFLConfig) -> None:
+    from dfl_perf.adapters.deepfacelive.heap import patch_weak_heap_class
+
+    patch_weak_heap_class(module, patcher, config)
+
+
+def _patch_merger(module: Any, patcher: Patcher, config: DFLConfig) -> None:
+    from dfl_perf.adapters.deepfacelive.merger import patch_merger_class
+
+    patch_merger_class(module, patcher, config)
+
+
+def _patch_output(module: Any, patcher: Patcher, config: DFLConfig) -> None:
+    from dfl_perf.adapters.deepfacelive.output import patch_stream_output
+
+    patch_stream_output(module, patcher, config)
+
+
+def _patch_detector(module: Any, patcher: Patcher, config: DFLConfig) -> None:
+    from dfl_perf.adapters.deepfacelive.detector import patch_yolo_class
+
+    patch_yolo_class(module, patcher, config)
+
+
+def _patch_panel(module: Any, patcher: Patcher, config: DFLConfig) -> None:
+    from dfl_perf.adapters.deepfacelive.meter import patch_backend_panel
+
+    patch_backend_panel(module, patcher, config)
+
+
+def _optional_patches(config: DFLConfig) -> Dict[str, Callable[[Any, Patcher, DFLConfig], None]]:
+    """module DFL loads -> the patch for it, for the patches the settings turn on."""
+    chosen = {
+        HEAP_MODULE: (config.frame_heap or bool(config.frame_heap_mb), _patch_heap),
+        MERGER_MODULE: (config.fast_merge, _patch_merger),
+        OUTPUT_MODULE: (config.fast_merge and config.merged_uint8, _patch_output),
+        DETECTOR_MODULE: (config.fast_detector, _patch_detector),
+        PANEL_MODULE: (config.meter, _patch_panel),
+    }
+    return {name: patch for name, (on, patch) in chosen.items() if on}
+
+
+def _patcher_for(state: _Installed, patch: Callable[[Any, Patcher, DFLConfig], None]) -> Callable[[Any], None]:
+    def apply(module: Any) -> None:
+        patch(module, state.patcher, state.config)
+        _govern_threads(state)
+    return apply
+
+
+def _govern_threads(state: _Installed) -> None:
+    if state.config.thread_pools:
+        from dfl_perf.adapters.deepfacelive.threads import apply_thread_pools
+
+        apply_thread_pools(state.threads)
 
 
 def _targets(state: _Installed) -> Dict[str, Callable[[Any], None]]:
@@ -152,7 +212,7 @@ def _targets(state: _Installed) -> Dict[str, Callable[[Any], None]]:
         _patch_backend(state, module)
         _patch_startup(state, module, "patch_connections")
 
-    return {
+    targets: Dict[str, Callable[[Any], None]] = {
         ORT_PACKAGE: lambda module: _patch_ort(state, module),
         DFM_MODULE: lambda module: _patch_dfm(state, module),
         BACKEND_MODULE: backend,
@@ -161,6 +221,9 @@ def _targets(state: _Installed) -> Dict[str, Callable[[Any], None]]:
         MP_PACKAGE: lambda module: _patch_start_method(state, module),
         DFLIVE_PACKAGE: lambda module: _patch_model_list(state, module),
     }
+    for name, patch in _optional_patches(state.config).items():
+        targets[name] = _patcher_for(state, patch)
+    return targets
 
 
 # ----------------------------------------------------------------------------------------- public
@@ -189,6 +252,12 @@ def install(config: Optional[DFLConfig] = None, propagate: bool = True) -> DFLCo
             from dfl_perf.adapters.deepfacelive.startup import recorder
 
             recorder(folder).mark("adapter")
+        if config.thread_pools:
+            from dfl_perf.adapters.deepfacelive.threads import thread_environment
+
+            for name, value in thread_environment(state.threads).items():
+                if not os.environ.get(name):  # a value the user set wins
+                    state.set_env(name, value)
         targets = _targets(state)
         state.hook = ImportHook(targets, lazy=[n for n in config.lazy_imports if n not in sys.modules])
         sys.meta_path.insert(0, state.hook)
@@ -196,6 +265,7 @@ def install(config: Optional[DFLConfig] = None, propagate: bool = True) -> DFLCo
             module = sys.modules.get(name)
             if module is not None:
                 patch(module)
+        _govern_threads(state)
         if propagate:
             state.set_env(CONFIG_ENV, config.to_json())
             state.set_env("PYTHONPATH", _prepend_path(SITE_DIR, os.environ.get("PYTHONPATH")))
@@ -223,6 +293,9 @@ def uninstall() -> bool:
         meter = sys.modules.get("dfl_perf.adapters.deepfacelive.meter")
         if meter is not None:
             meter.forget_meters()
+        threads = sys.modules.get("dfl_perf.adapters.deepfacelive.threads")
+        if threads is not None:
+            threads.restore_thread_pools()
         return True
 
 

@@ -52,7 +52,8 @@ class DFLConfig:
       model, whose swaps run there (``remote_codec`` 'raw' or 'jpeg'; the token comes from
       ``DFL_PERF_SERVE_TOKEN``, never from these settings).
     - ``lazy_imports``: modules imported lazily in launched processes, so workers that never run
-      a model never load them.
+      a model never load them (h5py: DFL's ``xlib.face`` imports it for the trainer's facesets;
+      about 10 MB in each worker on DFL's stack).
     - ``restart_in_process``: a module restart (DFL restarts a worker on every model or device
       change) keeps the worker's process and runs the worker anew in it, instead of a new process
       that imports everything again (``restart``).
@@ -72,6 +73,13 @@ class DFLConfig:
       ``MemoryManager`` keeps dfl_perf's buffer pools (the fast DFM path's) within it as they grow
       and watches the process's memory against it: one warning per crossing of 85%, idle buffers
       freed past 95% (a sampling thread every 2 s).
+    - ``fast_merge``: FaceMerger's CPU merge on the face's rectangle only (``merger``; same picture);
+      ``merged_uint8``: the merged frame travels as uint8 (DFL: float32, 4x the bytes).
+    - ``fast_detector``: YoloV5Face's pre- and post-processing without full-size copies (``detector``).
+    - ``thread_pools``: OpenCV, numexpr and the BLAS under numpy get ``threads_per_session()``
+      threads in every worker (``threads``).
+    - ``frame_heap``: DFL's shared frame heap reserved without being touched and its ring sized by
+      need (``heap``); ``frame_heap_mb``: a fixed ring of that many MB instead (also its reservation).
     """
 
     model_processes: int = DEFAULT_MODEL_PROCESSES
@@ -90,7 +98,7 @@ class DFLConfig:
     meter: bool = True
     meter_dir: Optional[str] = None
     meter_interval_s: float = 2.0
-    lazy_imports: Tuple[str, ...] = field(default_factory=lambda: ("onnxruntime", "onnx"))
+    lazy_imports: Tuple[str, ...] = field(default_factory=lambda: ("onnxruntime", "onnx", "h5py"))
     startup_dir: Optional[str] = None
     restart_in_process: bool = True
     lazy_heap: bool = True
@@ -100,6 +108,12 @@ class DFLConfig:
     memory_budget: Optional[str] = None
     remote_swap: Optional[str] = None
     remote_codec: str = "raw"
+    fast_merge: bool = True
+    merged_uint8: bool = True
+    fast_detector: bool = True
+    thread_pools: bool = True
+    frame_heap: bool = True
+    frame_heap_mb: Optional[int] = None
 
     def __post_init__(self) -> None:
         self.lazy_imports = tuple(self.lazy_imports)
@@ -116,6 +130,8 @@ class DFLConfig:
             parse_budget(self.memory_budget)  # a ValueError that says how to write one
         if self.remote_codec not in ("raw", "jpeg"):
             raise ValueError("DFLConfig.remote_codec must be 'raw' or 'jpeg', got %r" % (self.remote_codec,))
+        if self.frame_heap_mb is not None and int(self.frame_heap_mb) < 1:
+            raise ValueError("DFLConfig.frame_heap_mb must be >= 1 or None, got %r" % (self.frame_heap_mb,))
         if self.cudnn_conv_algo_search not in ("EXHAUSTIVE", "HEURISTIC", "DEFAULT"):
             raise ValueError("DFLConfig.cudnn_conv_algo_search must be EXHAUSTIVE, HEURISTIC or DEFAULT, got %r"
                              % (self.cudnn_conv_algo_search,))

@@ -82,6 +82,16 @@ def _parser() -> argparse.ArgumentParser:
                    help="a dfl-perf serve server: FaceSwapDFM's model list offers its model, swapped there")
     p.add_argument("--remote-codec", choices=("raw", "jpeg"), default=None, help="how faces travel (default raw)")
     p.add_argument("--token", default=None, help="the server's token (default: DFL_PERF_SERVE_TOKEN)")
+    p.add_argument("--no-fast-merge", action="store_true", help="keep DeepFaceLive's own CPU merge in FaceMerger")
+    p.add_argument("--float-merged", action="store_true",
+                   help="pass the merged frame on as float32, as DeepFaceLive does (default: uint8, same levels)")
+    p.add_argument("--no-fast-detector", action="store_true", help="keep YoloV5Face's own pre- and post-processing")
+    p.add_argument("--no-thread-pools", action="store_true",
+                   help="leave OpenCV, numexpr and BLAS thread pools at their defaults (all cores, in every worker)")
+    p.add_argument("--frame-heap-mb", type=int, default=None, metavar="N",
+                   help="a fixed shared frame heap of N MB (default: sized by need, up to DeepFaceLive's 2048 MB); "
+                        "for odd set-ups such as several sources or 4K")
+    p.add_argument("--no-frame-heap", action="store_true", help="keep DeepFaceLive's 2048 MB frame heap, all of it resident")
     p.add_argument("--config", default=None, metavar="JSON", help="settings as a JSON object (options above override it)")
     p.add_argument("main_py", metavar="main.py", help="DeepFaceLive's main.py")
     p.add_argument("dfl_args", nargs=argparse.REMAINDER, help="arguments for DeepFaceLive's main.py")
@@ -97,6 +107,7 @@ def config_from_args(args: argparse.Namespace) -> DFLConfig:
         "startup_dir": args.startup_dir,
         "memory_budget": args.memory_budget,
         "remote_swap": args.remote_swap, "remote_codec": args.remote_codec,
+        "frame_heap_mb": args.frame_heap_mb,
     }
     data.update({k: v for k, v in overrides.items() if v is not None})
     for flag, key, value in ((args.spinning, "allow_spinning", True), (args.no_cpu_fallback, "cpu_fallback", False),
@@ -109,7 +120,10 @@ def config_from_args(args: argparse.Namespace) -> DFLConfig:
                              (args.no_lazy_heap, "lazy_heap", False),
                              (args.no_forkserver, "forkserver", False),
                              (args.forkserver_late, "forkserver_at_launch", False),
-                             (args.no_forkserver_backend, "forkserver_backend", False)):
+                             (args.no_forkserver_backend, "forkserver_backend", False),
+                             (args.no_fast_merge, "fast_merge", False),
+                             (args.float_merged, "merged_uint8", False), (args.no_fast_detector, "fast_detector", False),
+                             (args.no_thread_pools, "thread_pools", False), (args.no_frame_heap, "frame_heap", False)):
         if flag:
             data[key] = value
     for key in ("meter_dir", "startup_dir"):
