@@ -6,7 +6,7 @@ bigger real model (YuNet-s, FaceMesh, Peppa) read it from ``DFL_PERF_SHARED``/mo
 ``../shared`` beside the checkout, never copied in) and skip with the reason when it is absent.
 
 ``DFL_PERF_STRICT_SKIPS=1`` (CI's fresh-clone job) fails the run when a test skips for a reason
-that is not on ``ALLOWED_SKIPS`` below (or, for now, ``PENDING_SKIPS``), or when more than
+that is not on ``ALLOWED_SKIPS`` below, or when more than
 ``MAX_SKIPS`` tests skip. Every run ends with the list of skipped tests and why.
 """
 
@@ -148,7 +148,6 @@ ALLOWED_SKIPS: List[Tuple[str, str, str]] = [
 ]
 # Skips allowed for now while their owner moves the tests off ../shared; they are not counted in
 # MAX_SKIPS, and every run names them. Remove an entry when its tests stop skipping (a run says so).
-PENDING_SKIPS: List[Tuple[str, str, str]] = []  # skips allowed while work that removes them is under way
 MAX_SKIPS = 10  # issue 20: at most this many skips on a fresh clone
 STRICT_ENV = "DFL_PERF_STRICT_SKIPS"
 
@@ -176,43 +175,28 @@ def _matches(entries: List[Tuple[str, str, str]], test: str, reason: str) -> boo
     return any(re.search(test_re, test) and re.search(reason_re, reason) for test_re, reason_re, _ in entries)
 
 
-def _pending() -> List[Tuple[str, str]]:
-    return [(test, reason) for test, reason in _skips if _matches(PENDING_SKIPS, test, reason)]
-
-
 def _not_allowed() -> List[Tuple[str, str]]:
     return [(test, reason) for test, reason in _skips
-            if not _matches(ALLOWED_SKIPS, test, reason) and not _matches(PENDING_SKIPS, test, reason)]
-
-
-def _counted() -> int:
-    return len(_skips) - len(_pending())
+            if not _matches(ALLOWED_SKIPS, test, reason)]
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:
-    if os.environ.get(STRICT_ENV) == "1" and _skips and (_not_allowed() or _counted() > MAX_SKIPS):
+    if os.environ.get(STRICT_ENV) == "1" and _skips and (_not_allowed() or len(_skips) > MAX_SKIPS):
         session.exitstatus = 1
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     write = terminalreporter.write_line
     strict = os.environ.get(STRICT_ENV) == "1"
-    pending = _pending()
-    for test_re, reason_re, _ in PENDING_SKIPS if strict else ():
-        if not any(re.search(test_re, test) and re.search(reason_re, reason) for test, reason in pending):
-            write("NOTE: the pending skip entry %r matched no skip: remove it from tests/conftest.py" % test_re)
     if not _skips:
         return
     terminalreporter.section("skipped tests (%d) and why" % len(_skips))
     for test, reason in _skips:
         write("%s: %s" % (test, reason))
-    if pending:
-        write("PENDING: %d of these are allowed for now and not counted (PENDING_SKIPS in tests/conftest.py)"
-              % len(pending))
     bad = _not_allowed()
     if strict and bad:
         write("FAILED (%s=1): %d skip(s) not on the allow-list in tests/conftest.py:" % (STRICT_ENV, len(bad)))
         for test, reason in bad:
             write("  %s: %s" % (test, reason))
-    if strict and _counted() > MAX_SKIPS:
-        write("FAILED (%s=1): %d skipped, at most %d allowed" % (STRICT_ENV, _counted(), MAX_SKIPS))
+    if strict and len(_skips) > MAX_SKIPS:
+        write("FAILED (%s=1): %d skipped, at most %d allowed" % (STRICT_ENV, len(_skips), MAX_SKIPS))

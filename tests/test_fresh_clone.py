@@ -37,19 +37,3 @@ def test_strict_run_fails_on_a_skip_not_on_the_allow_list(pytester, monkeypatch,
         assert "test_suite.py::test_skip_%d: %s" % (i, reason) in out
     assert ("%d skip(s) not on the allow-list" % unlisted in out) == bool(unlisted)
     assert ("11 skipped, at most 10 allowed" in out) == (len(skips) == 11)
-
-
-@pytest.mark.timeout(120)
-def test_pending_skips_are_allowed_named_and_not_counted(pytester, monkeypatch):
-    _suite(pytester, ["shared models not found at /x"] * 12, name="test_adapters_deepfacelive")
-    monkeypatch.setenv("DFL_PERF_STRICT_SKIPS", "1")
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
-    out = result.stdout.str()
-    assert result.ret == 0, out
-    assert "PENDING: 12 of these are allowed for now and not counted" in out and "at most 10" not in out
-    _suite(pytester, [])  # no skip left: the entry is stale and a strict run says so
-    (pytester.path / "test_adapters_deepfacelive.py").unlink()
-    out = pytester.runpytest_subprocess("-p", "no:cacheprovider").stdout.str()
-    assert "the pending skip entry 'test_adapters_deepfacelive\\\\.py::' matched no skip" in out
-    monkeypatch.setenv("DFL_PERF_STRICT_SKIPS", "0")
-    assert "pending skip entry" not in pytester.runpytest_subprocess("-p", "no:cacheprovider").stdout.str()

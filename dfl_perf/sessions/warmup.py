@@ -5,15 +5,16 @@ from __future__ import annotations
 import time
 from typing import Any, Dict, List, Mapping, Optional
 
-import numpy as np
-
 from dfl_perf.ortinfo import numpy_dtype_of
 
 __all__ = ["warmup_session", "zero_inputs"]
 
-def zero_inputs(session: Any, dims: Optional[Mapping[str, int]] = None) -> Dict[str, np.ndarray]:
+
+def zero_inputs(session: Any, dims: Optional[Mapping[str, int]] = None) -> Dict[str, Any]:
     """Zero arrays for every input of ``session``: declared sizes, symbolic dimensions from ``dims``
     (name -> size) or 1, unknown dimensions 1. Raises ValueError for a type it cannot build."""
+    import numpy as np  # here: importing dfl_perf.sessions costs a DFL worker no numpy before DFL's own
+
     dims = dict(dims or {})
     feeds = {}
     for arg in session.get_inputs():
