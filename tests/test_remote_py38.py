@@ -87,7 +87,7 @@ def _standin(userdata, settings, launcher_args, models_dir):
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     report = json.loads((userdata / "standin_report.json").read_text())
     assert report["frames"] == 5 and set(report["exit_codes"]) == {0}
-    return report["workers"]["FaceSwapDFMWorker"]
+    return report["workers"]["FaceSwapDFM"]
 
 
 @pytest.mark.timeout(300)
