@@ -193,14 +193,18 @@ def _fmt(value: Optional[float], spec: str = "%.2f") -> str:
 
 
 def frame_levels(a_path: str, b_path: str) -> int:
-    """Largest difference between two saved merged frames, in 8-bit levels (DFL keeps them float32 0..1)."""
+    """Largest difference between two saved merged frames in 8-bit levels (DFL keeps them float32 0..1; launched, uint8)."""
     import numpy as np
+
+    def levels(image):  # a float32 frame as DFL shows and streams it (x * 255, clipped, truncated)
+        if image.dtype == np.uint8:
+            return image.astype(np.int16)
+        return np.clip(image.astype(np.float32) * np.float32(255.0), 0, 255).astype(np.uint8).astype(np.int16)
 
     a, b = np.load(a_path), np.load(b_path)
     if a.shape != b.shape:
         return 255
-    scale = 255.0 if a.dtype.kind == "f" else 1.0
-    return int(np.abs(np.round(a.astype(np.float64) * scale) - np.round(b.astype(np.float64) * scale)).max())
+    return int(np.abs(levels(a) - levels(b)).max())
 
 
 def same_frames(runs: Dict[str, List[Dict[str, Any]]]) -> Dict[str, Optional[int]]:
