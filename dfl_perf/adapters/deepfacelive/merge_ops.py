@@ -117,12 +117,26 @@ def frame_rect(box: Tuple[int, int, int, int], mat: np.ndarray, frame_w: int, fr
     return left, top, right, bottom
 
 
+_last_maps: Tuple[Any, Any] = (None, None)  # (matrix bytes, rect), maps: a face and its mask share one warp
+
+
 def _fixed_point_maps(mat64: np.ndarray, rect: Tuple[int, int, int, int]) -> Tuple[np.ndarray, np.ndarray]:
     """The fixed-point sample maps OpenCV's classic warpAffine computes for the pixels of ``rect``.
 
     OpenCV inverts the matrix, then for each pixel adds a per-row and a per-column term, each rounded
     to 1/1024 pixel, and keeps 1/32-pixel steps; ``cv2.remap`` with these maps gives its pixels.
+    The last maps are kept: the merge warps the face and its mask with the same matrix.
     """
+    global _last_maps
+    key = (np.asarray(mat64, np.float64).tobytes(), tuple(rect))
+    last_key, maps = _last_maps  # one read: a thread that replaces them meanwhile changes nothing here
+    if last_key != key:
+        maps = _compute_maps(mat64, rect)
+        _last_maps = (key, maps)
+    return maps
+
+
+def _compute_maps(mat64: np.ndarray, rect: Tuple[int, int, int, int]) -> Tuple[np.ndarray, np.ndarray]:
     m = [float(v) for v in np.asarray(mat64, np.float64).reshape(6)]
     det = m[0] * m[4] - m[1] * m[3]
     det = 1.0 / det if det != 0 else 0.0
