@@ -297,9 +297,12 @@ def test_measured_bytes_are_kept_within_sane_bounds(size, delta):
 
 
 def test_measured_create_sees_what_the_call_allocates():
-    _, host, device = measured_create(lambda: b"\x01" * (64 << 20), device_id=None)  # 64 MiB, every page written
-    assert host is not None and host >= 48 << 20  # psutil is a dependency: RSS is always readable here
-    assert device is None  # no device asked for
+    # 64 MiB, every page written. RSS is the whole process's: a thread left by an earlier test that frees
+    # memory meanwhile lowers one delta, so the best of three tries must see the allocation
+    tries = [measured_create(lambda: b"\x01" * (64 << 20), device_id=None) for _ in range(3)]
+    hosts = [host for _, host, _ in tries]
+    assert None not in hosts and max(hosts) >= 48 << 20, hosts  # psutil is a dependency: RSS is always readable
+    assert all(device is None for _, _, device in tries)  # no device asked for
     _, host, device = measured_create(lambda: b"\x01" * (64 << 20), device_id=None, measure=False)
     assert host is None and device is None
 
