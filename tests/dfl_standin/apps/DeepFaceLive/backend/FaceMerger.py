@@ -10,12 +10,11 @@ stays float32 on the heap. The matrix from the aligned face to the frame: the al
 matrix inverted, translated by the x/y offsets, scaled around the centre, made exact for the sizes.
 """
 
-import time
-
 import numexpr as ne
 import numpy as np
 from xlib.image import ImageProcessor
 
+from ._stage import StageMixin
 from .BackendBase import BackendWorker
 
 DEFAULTS = {"device": "CPU", "face_x_offset": 0.0, "face_y_offset": 0.0, "face_scale": 1.0,
@@ -28,17 +27,13 @@ def all_is_not_None(*args):
     return all(arg is not None for arg in args)
 
 
-class FaceMergerWorker(BackendWorker):
+class FaceMergerWorker(StageMixin, BackendWorker):
     _cpu_interp = {"bilinear": ImageProcessor.Interpolation.LINEAR,
                    "bicubic": ImageProcessor.Interpolation.CUBIC,
                    "lanczos4": ImageProcessor.Interpolation.LANCZOS4}
 
     def on_start(self, weak_heap, reemit_frame_signal, bc_in, bc_out):
-        self.weak_heap = weak_heap
-        self.reemit_frame_signal = reemit_frame_signal
-        self.bc_in = bc_in
-        self.bc_out = bc_out
-        self.pending_bcd = None
+        self.setup_stage(weak_heap, reemit_frame_signal, bc_in, bc_out)
         state = self.get_state()
         for name, value in DEFAULTS.items():
             if getattr(state, name) is None:
@@ -132,18 +127,5 @@ class FaceMergerWorker(BackendWorker):
             bcd.set_image(merged_image_name, merged_frame)
         return has_merged_faces
 
-    def on_tick(self):
-        if self.pending_bcd is None:
-            self.start_profile_timing()
-            bcd = self.bc_in.read(timeout=0.005)
-            if bcd is not None:
-                bcd.assign_weak_heap(self.weak_heap)
-                self.merge_frame(bcd)
-                self.stop_profile_timing()
-                self.pending_bcd = bcd
-        if self.pending_bcd is not None:
-            if self.bc_out.is_full_read(1):
-                self.bc_out.write(self.pending_bcd)
-                self.pending_bcd = None
-            else:
-                time.sleep(0.001)
+    def process_bcd(self, bcd):
+        self.merge_frame(bcd)
