@@ -150,14 +150,32 @@ def _compute_maps(mat64: np.ndarray, rect: Tuple[int, int, int, int]) -> Tuple[n
     x0, y0, x1, y1 = rect
     xs = np.arange(x0, x1, dtype=np.float64)
     ys = np.arange(y0, y1, dtype=np.float64)
-    col_x = np.rint(m[0] * xs * 1024).astype(np.int64)
-    col_y = np.rint(m[3] * xs * 1024).astype(np.int64)
-    row_x = np.rint((m[1] * ys + m[2]) * 1024).astype(np.int64) + 16
-    row_y = np.rint((m[4] * ys + m[5]) * 1024).astype(np.int64) + 16
-    x = (row_x[:, None] + col_x[None, :]) >> 5
-    y = (row_y[:, None] + col_y[None, :]) >> 5
-    whole = np.stack([np.clip(x >> 5, -32768, 32767), np.clip(y >> 5, -32768, 32767)], -1).astype(np.int16)
-    return whole, ((y & 31) * 32 + (x & 31)).astype(np.uint16)
+    # OpenCV keeps these terms in C ints (saturated): int32 here too, int64 where a sum could overflow
+    col_x, col_y = _fixed(m[0] * xs * 1024), _fixed(m[3] * xs * 1024)
+    row_x, row_y = _fixed((m[1] * ys + m[2]) * 1024) + 16, _fixed((m[4] * ys + m[5]) * 1024) + 16
+    whole = np.empty((len(ys), len(xs), 2), np.int16)
+    shifted = []
+    for i, (row, col) in enumerate(((row_x, col_x), (row_y, col_y))):
+        low, high = int(row.min()) + int(col.min()), int(row.max()) + int(col.max())
+        wide = not (-2 ** 31 <= low and high < 2 ** 31)
+        v = np.add.outer(row.astype(np.int64), col) if wide else np.add.outer(row, col)
+        v >>= 5
+        if -32768 <= low >> 10 and high >> 10 <= 32767:
+            np.right_shift(v, 5, out=whole[..., i], casting="unsafe")
+        else:
+            whole[..., i] = np.clip(v >> 5, -32768, 32767)
+        shifted.append(v)
+    x, y = shifted
+    y &= 31
+    y <<= 5
+    x &= 31
+    y |= x
+    return whole, y.astype(np.uint16)
+
+
+def _fixed(values: np.ndarray) -> np.ndarray:
+    """Rounded to the nearest int and saturated to int32, as OpenCV's saturate_cast<int>."""
+    return np.clip(np.rint(values), -2 ** 31, 2 ** 31 - 1).astype(np.int32)
 
 
 def _shifted_warp(image: np.ndarray, mat64: np.ndarray, rect: Tuple[int, int, int, int], flag: int) -> np.ndarray:

@@ -94,35 +94,30 @@ def _warp(image: np.ndarray, mat64: np.ndarray, rect: Tuple[int, int, int, int],
 def _blend(frame_part: np.ndarray, mask: np.ndarray, face: np.ndarray, opacity: float) -> np.ndarray:
     """DFL's blend in float32: frame*(1-m) + face*m, or with opacity o: frame*(1-m) + frame*m*(1-o) + face*m*o.
 
-    With numexpr (DFL's own dependency) when it is there, as DFL evaluates it; numpy otherwise.
+    Each product and sum is rounded to float32 in the order DFL's numexpr expression has, so the
+    pixels are DFL's; OpenCV's per-element operations on the three channels do it, writing into
+    ``frame_part`` and ``face`` (this merge's own float32 copies) where they can.
     """
-    m = mask[..., None]
-    terms = {"frame_image": frame_part, "frame_face_mask": m, "frame_face_swap_img": face, "one_f": _ONE,
-             "opacity": np.float32(opacity)}
-    expression = _BLEND if opacity == 1.0 else _BLEND_OPACITY
-    numexpr = _numexpr()
-    if numexpr is not None:
-        return numexpr.evaluate(expression, local_dict=terms)
-    out = frame_part * (_ONE - m)
-    if opacity == 1.0:
-        out += face * m
+    import cv2
+
+    m = cv2.merge((mask, mask, mask))
+    faded = None
+    if opacity != 1.0:
+        o = np.float32(opacity)
+        faded = cv2.multiply(cv2.multiply(frame_part, m), _channels(_ONE - o))
+        face = cv2.multiply(cv2.multiply(face, m, dst=face), _channels(o), dst=face)
     else:
-        out += frame_part * m * (_ONE - terms["opacity"])
-        out += face * m * terms["opacity"]
-    return out
+        face = cv2.multiply(face, m, dst=face)
+    out = cv2.multiply(frame_part, cv2.subtract(_channels(_ONE), m), dst=frame_part)
+    if faded is not None:
+        out = cv2.add(out, faded, dst=out)
+    return cv2.add(out, face, dst=out)
 
 
-_BLEND = "frame_image*(one_f-frame_face_mask) + frame_face_swap_img*frame_face_mask"
-_BLEND_OPACITY = ("frame_image*(one_f-frame_face_mask) + frame_image*frame_face_mask*(one_f-opacity)"
-                  " + frame_face_swap_img*frame_face_mask*opacity")
-
-
-def _numexpr() -> Any:
-    try:
-        import numexpr
-    except ImportError:
-        return None
-    return numexpr
+def _channels(value: np.float32) -> Tuple[float, float, float, float]:
+    """A float32 value as OpenCV's per-channel scalar for a 3-channel image."""
+    v = float(value)
+    return (v, v, v, 0.0)
 
 
 def merge_face(frame: np.ndarray, resolution: int, align: np.ndarray, align_mask: np.ndarray, lmrks_mask: np.ndarray,
