@@ -716,11 +716,12 @@ def test_dfl_main_arguments(tmp_path, capsys):
     config = config_from_args(args)
     assert config.intra_op_threads == 2 and not config.fast_dfm and os.path.isabs(config.meter_dir)
     assert config.lean_weights and config.fast_merge and config.merged_uint8 and config.frame_heap
-    assert config.frame_heap_mb is None and config.thread_pools and config.fast_detector
+    assert config.frame_heap_mb is None and config.thread_pools and config.fast_detector and config.malloc_reuse
     off = config_from_args(_parser().parse_args(["--frame-heap-mb", "300", "--no-fast-merge", "--float-merged",
-                                                 "--no-fast-detector", "--no-thread-pools", "--no-frame-heap", "main.py"]))
+                                                 "--no-fast-detector", "--no-thread-pools", "--no-frame-heap",
+                                                 "--no-malloc-reuse", "main.py"]))
     assert off.frame_heap_mb == 300 and not (off.fast_merge or off.merged_uint8 or off.fast_detector
-                                             or off.thread_pools or off.frame_heap)
+                                             or off.thread_pools or off.frame_heap or off.malloc_reuse)
     assert dp.dfl_main(["--frame-heap-mb", "0", "main.py"]) == 2 and "frame_heap_mb" in capsys.readouterr().err
     assert args.dfl_args == ["run", "X", "--k"]
     assert dp.dfl_main([str(tmp_path / "missing_main.py"), "run"]) == 2

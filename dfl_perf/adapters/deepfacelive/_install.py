@@ -252,6 +252,10 @@ def install(config: Optional[DFLConfig] = None, propagate: bool = True) -> DFLCo
             from dfl_perf.adapters.deepfacelive.startup import recorder
 
             recorder(folder).mark("adapter")
+        if config.malloc_reuse:
+            from dfl_perf.memory.allocator import retain_freed_memory
+
+            retain_freed_memory()
         if config.thread_pools:
             from dfl_perf.adapters.deepfacelive.threads import thread_environment
 

@@ -80,6 +80,9 @@ class DFLConfig:
       threads in every worker (``threads``).
     - ``frame_heap``: DFL's shared frame heap reserved without being touched and its ring sized by
       need (``heap``); ``frame_heap_mb``: a fixed ring of that many MB instead (also its reservation).
+    - ``malloc_reuse``: glibc's malloc keeps freed blocks for reuse in every DFL process
+      (``dfl_perf.memory.allocator``), so each frame's arrays do not fault fresh pages in again; Linux
+      with glibc only, not undone by ``uninstall``.
     """
 
     model_processes: int = DEFAULT_MODEL_PROCESSES
@@ -114,6 +117,7 @@ class DFLConfig:
     thread_pools: bool = True
     frame_heap: bool = True
     frame_heap_mb: Optional[int] = None
+    malloc_reuse: bool = True
 
     def __post_init__(self) -> None:
         self.lazy_imports = tuple(self.lazy_imports)

@@ -92,6 +92,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="a fixed shared frame heap of N MB (default: sized by need, up to DeepFaceLive's 2048 MB); "
                         "for odd set-ups such as several sources or 4K")
     p.add_argument("--no-frame-heap", action="store_true", help="keep DeepFaceLive's 2048 MB frame heap, all of it resident")
+    p.add_argument("--no-malloc-reuse", action="store_true",
+                   help="leave glibc's malloc returning freed blocks to the system (each frame faults its memory in again)")
     p.add_argument("--config", default=None, metavar="JSON", help="settings as a JSON object (options above override it)")
     p.add_argument("main_py", metavar="main.py", help="DeepFaceLive's main.py")
     p.add_argument("dfl_args", nargs=argparse.REMAINDER, help="arguments for DeepFaceLive's main.py")
@@ -123,7 +125,8 @@ def config_from_args(args: argparse.Namespace) -> DFLConfig:
                              (args.no_forkserver_backend, "forkserver_backend", False),
                              (args.no_fast_merge, "fast_merge", False),
                              (args.float_merged, "merged_uint8", False), (args.no_fast_detector, "fast_detector", False),
-                             (args.no_thread_pools, "thread_pools", False), (args.no_frame_heap, "frame_heap", False)):
+                             (args.no_thread_pools, "thread_pools", False), (args.no_frame_heap, "frame_heap", False),
+                             (args.no_malloc_reuse, "malloc_reuse", False)):
         if flag:
             data[key] = value
     for key in ("meter_dir", "startup_dir"):
