@@ -80,6 +80,10 @@ class MPWeakHeap:
             _, size, uid = _BLOCK.unpack_from(mv, offset)
         return size, uid
 
+    def has_data(self, data_ref):
+        """True while the referenced data is not overwritten (no copy; the stand-in's accounting only)."""
+        return self._block_id(self._shared_mem.get_mv(), data_ref._block_offset)[1] == data_ref._uuid
+
     def get_data(self, data_ref):
         mv = self._shared_mem.get_mv()
         size, uid = self._block_id(mv, data_ref._block_offset)

@@ -74,6 +74,11 @@ class BackendConnectionData:
         self.set_file(key, image.data)
         self._weak_heap_image_infos[key] = (image.shape, image.dtype)
 
+    def has_image(self, key):
+        """True if the image was set and is not overwritten yet, without copying it (the stand-in's accounting)."""
+        ref = self._weak_heap_refs.get(key) if key is not None else None
+        return ref is not None and self._weak_heap.has_data(ref)
+
     def get_image_shape_dtype(self, key):
         return self._weak_heap_image_infos.get(key, (None, None)) if key is not None else (None, None)
 

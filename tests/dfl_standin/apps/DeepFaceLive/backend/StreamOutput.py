@@ -87,16 +87,18 @@ class StreamOutputWorker(BackendWorker):
         return None
 
     def _account(self, bcd):
+        """Counts what reached the output without copying an image (DFL's StreamOutput has no such step)."""
         frame_num = bcd.get_frame_num()
         swapped = [fsi for fsi in bcd.get_face_swap_info_list() if fsi.face_swap_image_name is not None]
-        merged = bcd.get_image(bcd.get_merged_image_name())
-        if merged is not None:
-            self.merged_dtypes.add(str(merged.dtype))
+        merged_name = bcd.get_merged_image_name()
+        merged = bcd.has_image(merged_name)
+        if merged:
+            self.merged_dtypes.add(str(bcd.get_image_shape_dtype(merged_name)[1]))
         if not bcd.get_face_swap_info_list():
             self.no_face += 1
-        if bcd.get_image(bcd.get_frame_image_name()) is None:
+        if not bcd.has_image(bcd.get_frame_image_name()):
             self.lost_frame.append(frame_num)
-        elif merged is None and (swapped or bcd.get_merged_image_name() is not None):
+        elif not merged and (swapped or merged_name is not None):
             self.lost_merged.append(frame_num)
 
     def on_tick(self):
