@@ -15,7 +15,7 @@ StreamOutput, all on the CPU. Variants, alternated within each repeat, each a fr
 - ``launched:--flag ...``: the launcher with some of its changes turned off, to attribute a gain.
 
 Per run: delivered FPS after a warm-up (from the output's arrival times), CPU ms per delivered frame
-per module (from /proc, warm-up excluded), the whole app's peak summed PSS (every process of the app,
+per module (from /proc, warm-up excluded) and its minor page faults per frame, the whole app's peak summed PSS (every process of the app,
 read from /proc/PID/smaps_rollup each second over the run: shared pages split between the processes
 that map them), frames that reached the output without their merged or frame image, and the output
 frames themselves (a few saved per run, compared with plain's: the largest level difference).
@@ -111,7 +111,8 @@ def _run(variant: str, userdata: Path, env: Dict[str, str], frames: int, timeout
     report = json.loads((userdata / "standin_report.json").read_text())
     if report["frames"] < frames:
         raise RuntimeError("%s delivered %d frames" % (variant, report["frames"]))
-    return {"fps": report["fps"], "cpu_ms": report["cpu_ms_per_frame"], "peak_pss_mb": pss.peak / 1e6,
+    return {"fps": report["fps"], "cpu_ms": report["cpu_ms_per_frame"], "faults": report.get("faults_per_frame", {}),
+            "peak_pss_mb": pss.peak / 1e6,
             "pss_samples": pss.samples, "lost": report["lost_merged"] + report["lost_frame"],
             "frames": report["frames"], "heap": report.get("heap"), "merged_dtypes": report.get("merged_dtypes"),
             "out": str(userdata / "out")}
@@ -159,10 +160,11 @@ def bench_cell(work: Path, width: int, height: int, dfm_mb: float, variants: Lis
 
 def _summary(results: List[Dict[str, Any]], base: List[Dict[str, Any]]) -> Dict[str, Any]:
     cpu = {m: median(r["cpu_ms"].get(m, 0.0) for r in results) for m in MODULES}
+    faults = {m: median(r["faults"].get(m, 0.0) for r in results) for m in MODULES}
     diffs = [_max_level_difference(b["out"], r["out"]) for b, r in zip(base, results)]
     return {"fps": median(r["fps"] for r in results), "fps_runs": [r["fps"] for r in results],
             "peak_pss_mb": median(r["peak_pss_mb"] for r in results),
-            "peak_pss_runs": [r["peak_pss_mb"] for r in results], "cpu_ms": cpu,
+            "peak_pss_runs": [r["peak_pss_mb"] for r in results], "cpu_ms": cpu, "faults": faults,
             "lost": sum(r["lost"] for r in results), "frames": [r["frames"] for r in results],
             "max_level_diff": max([d for d in diffs if d is not None], default=None),
             "heap": results[-1]["heap"], "merged_dtypes": results[-1]["merged_dtypes"]}
@@ -180,6 +182,9 @@ def _print_cell(label: str, cell: Dict[str, Any]) -> None:
     for module in MODULES:
         print("  %-14s " % module + "  ".join("%7.1f" % cell[v]["cpu_ms"][module] for v in cell))
     print("  %-14s " % "all" + "  ".join("%7.1f" % sum(cell[v]["cpu_ms"].values()) for v in cell))
+    print("minor page faults per delivered frame: " + ", ".join("%s" % v for v in cell))
+    for module in MODULES:
+        print("  %-14s " % module + "  ".join("%7.0f" % cell[v]["faults"][module] for v in cell))
 
 
 def _extras(work: Path) -> Dict[str, Any]:

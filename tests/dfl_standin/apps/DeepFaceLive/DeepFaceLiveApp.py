@@ -36,11 +36,11 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def _cpu_seconds(pid):
-    """utime + stime of a process from /proc (None when unreadable)."""
+    """(utime + stime in seconds, minor page faults) of a process from /proc (None when unreadable)."""
     try:
         with open("/proc/%d/stat" % pid) as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+        return (int(fields[11]) + int(fields[12])) / _CLK_TCK, int(fields[7])
     except (OSError, IndexError, ValueError):
         return None
 
@@ -177,13 +177,14 @@ class _Messages:
         arrivals = out.get("arrivals", [])
         steady = arrivals[self.warmup:]
         fps = (len(steady) - 1) / (steady[-1] - steady[0]) if len(steady) >= 2 and steady[-1] > steady[0] else None
-        cpu = {}
+        cpu, faults = {}, {}
         if len(self.cpu_marks) == 2 and len(steady) >= 2:
             first, last = self.cpu_marks
             for name in self.procs:
                 if first.get(name) is not None and last.get(name) is not None:
-                    cpu[name] = 1000.0 * (last[name] - first[name]) / (len(steady) - 1)
-        return {"frames": len(arrivals), "fps": fps, "cpu_ms_per_frame": cpu,
+                    cpu[name] = 1000.0 * (last[name][0] - first[name][0]) / (len(steady) - 1)
+                    faults[name] = (last[name][1] - first[name][1]) / float(len(steady) - 1)
+        return {"frames": len(arrivals), "fps": fps, "cpu_ms_per_frame": cpu, "faults_per_frame": faults,
                 "lost_merged": len(out.get("lost_merged", [])), "lost_frame": len(out.get("lost_frame", [])),
                 "no_face": out.get("no_face"), "merged_dtypes": out.get("merged_dtypes", []),
                 "latency_note": "FileSource not in real time: every frame, in order"}
