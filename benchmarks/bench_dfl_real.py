@@ -113,6 +113,12 @@ def _command(variant: str, spec_path: Path, python: str) -> List[str]:
     return [python, str(APP), str(spec_path)]
 
 
+def _error_part(stderr: str, size: int = 3000) -> str:
+    """The first traceback of a run's stderr (DFL's workers print more at shutdown, burying it), else its tail."""
+    at = stderr.find("Traceback (most recent call last)")
+    return stderr[at:at + size] if at >= 0 else stderr[-size:]
+
+
 def run_app(variant: str, spec: Dict[str, Any], work: Path, python: str, tag: str) -> Dict[str, Any]:
     spec = dict(spec, out=str(work / ("result_%s.json" % tag)))
     spec_path = work / ("spec_%s.json" % tag)
@@ -132,7 +138,7 @@ def run_app(variant: str, spec: Dict[str, Any], work: Path, python: str, tag: st
     out = Path(spec["out"])
     if not out.exists():
         raise RuntimeError("%s run %s wrote no result (exit %s):\n%s%s" % (variant, tag, done.returncode,
-                                                                          done.stdout[-3000:], done.stderr[-3000:]))
+                                                                          done.stdout[-3000:], _error_part(done.stderr)))
     result = json.loads(out.read_text())
     result["wall_s"] = wall
     result["exit_code"] = done.returncode
