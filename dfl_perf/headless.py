@@ -14,9 +14,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
-__all__ = ["HeadlessOptions", "run_headless", "HeadlessError", "write_json"]
+__all__ = ["HeadlessOptions", "run_headless", "HeadlessError", "write_json", "check_output", "open_writer",
+           "VIDEO_FOURCC"]
 
-_FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "XVID"}
+#: output file extension -> the codec the output video is written with
+VIDEO_FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "XVID"}
 
 
 class HeadlessError(RuntimeError):
@@ -47,12 +49,13 @@ class _Stop(Exception):
     """Raised from the frame sink when the user closes the preview window."""
 
 
-def _check_output(output: str) -> str:
+def check_output(output: str) -> str:
+    """The output video's extension, after checking it is one we write and its folder is writable (HeadlessError)."""
     path = Path(output)
     suffix = path.suffix.lower()
-    if suffix not in _FOURCC:
+    if suffix not in VIDEO_FOURCC:
         raise HeadlessError("output %s: unsupported extension %r (use one of %s)"
-                            % (path, suffix, ", ".join(sorted(_FOURCC))))
+                            % (path, suffix, ", ".join(sorted(VIDEO_FOURCC))))
     _check_folder(output)
     return suffix
 
@@ -66,17 +69,18 @@ def _check_folder(output: str) -> None:
         raise HeadlessError("output %s: folder %s is not writable" % (path, folder))
 
 
-def _open_writer(output: str, fps: float, size: Any) -> Any:
+def open_writer(output: str, fps: float, size: Any) -> Any:
+    """An open ``cv2.VideoWriter`` for ``output`` (the codec by its extension); HeadlessError if it cannot write it."""
     import cv2
 
-    code = _FOURCC[_check_output(output)]
+    code = VIDEO_FOURCC[check_output(output)]
     # MJPG through OpenCV's own encoder: every frame coded alone, so a video cut into ranges
     # (``run --ray``) gives the same bytes as one run; FFmpeg's MJPEG carries rate control across frames
     api = cv2.CAP_OPENCV_MJPEG if code == "MJPG" else cv2.CAP_ANY
     writer = cv2.VideoWriter(output, api, cv2.VideoWriter_fourcc(*code), fps, size)
     if not writer.isOpened():
         raise HeadlessError("output %s: OpenCV cannot write this format here (codec %s)"
-                            % (output, _FOURCC[Path(output).suffix.lower()]))
+                            % (output, VIDEO_FOURCC[Path(output).suffix.lower()]))
     return writer
 
 
@@ -125,7 +129,7 @@ def run_headless(options: HeadlessOptions) -> Dict[str, Any]:
     if options.output is None and not options.show:
         raise HeadlessError("nothing to do: give --output PATH and/or --show")
     if options.output is not None:
-        _check_output(options.output)
+        check_output(options.output)
     try:
         source = VideoSource(options.source, max_frames=options.max_frames)
     except (OSError, ValueError) as exc:
@@ -134,7 +138,7 @@ def run_headless(options: HeadlessOptions) -> Dict[str, Any]:
     with source, PerformanceMonitor(sample_system=options.show) as monitor:
         runner = _build_runner(options, live=source.is_camera, monitor=monitor, source_fps=source.fps)
         memory = _memory_manager(budget, runner)
-        writer = _open_writer(options.output, source.fps, source.size) if options.output else None
+        writer = open_writer(options.output, source.fps, source.size) if options.output else None
         bar = ProgressBar("run", source.frame_count or 0, enabled=None if options.progress and source.frame_count else False)
 
         def sink(index: int, frame: Any) -> None:

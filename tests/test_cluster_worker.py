@@ -20,7 +20,7 @@ from cluster_media import FPS, SIZE, clip_frames, max_difference, read_frames, w
 
 from dfl_perf.cluster.plan import FrameRange  # noqa: E402
 from dfl_perf.cluster.worker import FrameSwapper, RangeCancelled, RangeReadError, encode_range  # noqa: E402
-from dfl_perf.headless import _open_writer  # noqa: E402
+from dfl_perf.headless import open_writer  # noqa: E402
 
 FRAMES = 12
 
@@ -72,7 +72,7 @@ def test_a_range_anywhere_gives_the_local_frames(video, swapper, local_frames, s
     path, whole = os.path.join(folder, "segment.avi"), os.path.join(folder, "whole.avi")
     with open(path, "wb") as fh:
         fh.write(result.data)
-    writer = _open_writer(whole, FPS, SIZE)  # the local run's writer, over every frame
+    writer = open_writer(whole, FPS, SIZE)  # the local run's writer, over every frame
     for frame in local_frames:
         writer.write(frame)
     writer.release()

@@ -131,19 +131,19 @@ def _join(ray: Any, address: str, quiet: Dict[str, Any], attempts: int = CLIENT_
 
 
 def _plan(options: RayRunOptions) -> List[VideoPlan]:
-    from dfl_perf.headless import _FOURCC, _check_output
+    from dfl_perf.headless import VIDEO_FOURCC, check_output
 
     if options.max_frames is not None and options.max_frames < 1:
         raise ClusterJobError("--max-frames must be at least 1, got %d" % options.max_frames)
     if options.model is not None and not Path(options.model).is_file():
         raise ClusterJobError("model not found: %s" % options.model)
     sources = expand_sources(options.sources)
-    outputs = output_paths(sources, options.output, sorted(_FOURCC))
+    outputs = output_paths(sources, options.output, sorted(VIDEO_FOURCC))
     if len(outputs) > 1 or outputs[0] != Path(options.output):
         Path(options.output).mkdir(exist_ok=True)
     for path in outputs:
         try:
-            _check_output(str(path))
+            check_output(str(path))
         except Exception as exc:  # HeadlessError: extension or folder
             raise ClusterJobError(str(exc)) from None
     return [probe_video(i, s, o, options.max_frames) for i, (s, o) in enumerate(zip(sources, outputs))]

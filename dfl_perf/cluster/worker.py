@@ -144,7 +144,7 @@ def encode_range(rng: FrameRange, fps: float, size: Sequence[int], suffix: str,
     decodes fewer frames than planned is an error unless it is the video's last (``to_end``), and
     a frame of the wrong size is one too.
     """
-    from dfl_perf.headless import _open_writer
+    from dfl_perf.headless import open_writer
 
     started = time.perf_counter()
     what = rng.describe()
@@ -154,7 +154,7 @@ def encode_range(rng: FrameRange, fps: float, size: Sequence[int], suffix: str,
     writer = None
     done, last_report = 0, started
     try:
-        writer = _open_writer(path, fps, tuple(size))
+        writer = open_writer(path, fps, tuple(size))
         while rng.to_end or rng.start + done < rng.stop:
             ok, frame = cap.read()
             if not ok:
