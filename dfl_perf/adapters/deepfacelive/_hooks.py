@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import logging
 import sys
 import threading
 import types
@@ -40,6 +41,31 @@ class Patcher:
         old = owner.__dict__.get(attr, _MISSING) if hasattr(owner, "__dict__") else getattr(owner, attr, _MISSING)
         self._undo.append((owner, attr, old))
         setattr(owner, attr, value)
+
+    def wrap(self, owner: Any, attr: str, make: Callable[[Any], Any]) -> Any:
+        """Replace ``owner.attr`` with ``make(original)`` and return it.
+
+        ``original`` is the unpatched attribute even while an earlier installation's wrapper is in
+        place; the wrapper gets its docstring and ``dfl_perf_original``.
+        """
+        current = getattr(owner, attr)
+        original = getattr(current, "dfl_perf_original", current)
+        wrapper = make(original)
+        wrapper.__doc__ = getattr(original, "__doc__", None)
+        wrapper.dfl_perf_original = original
+        self.replace(owner, attr, wrapper)
+        return wrapper
+
+    def wrap_method(self, module: Any, class_name: str, method: str, make: Callable[[Any], Any], what: str) -> Any:
+        """``wrap`` the method of ``module.class_name``; returns the class, or None (a warning naming ``what``)
+        when the module has no such class or method."""
+        cls = getattr(module, class_name, None)
+        if cls is None or not callable(getattr(cls, method, None)):
+            logging.getLogger("dfl_perf.adapters.deepfacelive").warning(
+                "dfl_perf: %s has no %s.%s; %s not installed", module.__name__, class_name, method, what)
+            return None
+        self.wrap(cls, method, make)
+        return cls
 
     def restore(self) -> None:
         """Undo every replacement, newest first."""

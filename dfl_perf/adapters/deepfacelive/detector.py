@@ -126,20 +126,15 @@ def _covered(img: Any, augment: bool) -> bool:
 
 def patch_yolo_class(module: Any, patcher: Any, config: Any) -> None:
     """Point ``module.YoloV5Face.extract`` (DFL's ``modelhub.onnx.YoloV5Face.YoloV5Face``) at ``fast_extract``."""
-    cls = getattr(module, "YoloV5Face", None)
-    if cls is None or not callable(getattr(cls, "extract", None)):
-        log.warning("dfl_perf: %s has no YoloV5Face.extract; detector path not changed", module.__name__)
-        return
-    original = getattr(cls.extract, "dfl_perf_original", cls.extract)
-    import importlib
+    def fast(original: Any) -> Any:
+        import importlib
 
-    nms = importlib.import_module("xlib.math").nms
+        nms = importlib.import_module("xlib.math").nms
 
-    def extract(self, img, threshold=0.3, fixed_window=0, min_face_size=8, augment=False):
-        if not _covered(img, augment) or "_sess" not in self.__dict__:
-            return original(self, img, threshold, fixed_window, min_face_size, augment)
-        return fast_extract(self, img, threshold, fixed_window, min_face_size, nms)
+        def extract(self, img, threshold=0.3, fixed_window=0, min_face_size=8, augment=False):
+            if not _covered(img, augment) or "_sess" not in self.__dict__:
+                return original(self, img, threshold, fixed_window, min_face_size, augment)
+            return fast_extract(self, img, threshold, fixed_window, min_face_size, nms)
+        return extract
 
-    extract.__doc__ = original.__doc__
-    extract.dfl_perf_original = original  # type: ignore[attr-defined]
-    patcher.replace(cls, "extract", extract)
+    patcher.wrap_method(module, "YoloV5Face", "extract", fast, "detector path")

@@ -233,24 +233,20 @@ def convert_faces(dfm_model: Any, images: Sequence[np.ndarray], morph_factor: fl
 def patch_dfm_class(module: Any, patcher: Any, memory: Any = None) -> None:
     """Point ``module.DFMModel.convert`` at the fast path and add ``convert_batch`` (undone by ``patcher``);
     with a ``memory`` manager, each fast path's buffer pool is registered with it."""
-    cls = getattr(module, "DFMModel", None)
-    if cls is None or not callable(getattr(cls, "convert", None)):
-        log.warning("dfl_perf: %s has no DFMModel.convert; fast DFM path not installed", module.__name__)
-        return
-    original = getattr(cls.convert, "dfl_perf_original", cls.convert)
-
-    def convert(self, img, morph_factor=DEFAULT_MORPH_FACTOR):
-        fast = _fast_for(self)
-        if fast is None:
-            return original(self, img, morph_factor)
-        return fast.convert(img, morph_factor)
+    def fast(original: Any) -> Any:
+        def convert(self, img, morph_factor=DEFAULT_MORPH_FACTOR):
+            runner = _fast_for(self)
+            if runner is None:
+                return original(self, img, morph_factor)
+            return runner.convert(img, morph_factor)
+        return convert
 
     def convert_batch(self, images, morph_factor=DEFAULT_MORPH_FACTOR):
         return convert_faces(self, images, morph_factor)
 
-    convert.__doc__ = original.__doc__
-    convert.dfl_perf_original = original  # type: ignore[attr-defined]
-    patcher.replace(cls, "convert", convert)
+    cls = patcher.wrap_method(module, "DFMModel", "convert", fast, "fast DFM path")
+    if cls is None:
+        return
     patcher.replace(cls, "convert_batch", convert_batch)
     if memory is not None:
         patcher.replace(cls, _MEMORY_ATTR, memory)

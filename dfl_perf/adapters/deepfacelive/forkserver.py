@@ -177,7 +177,6 @@ def _with_environ(original: Any) -> Any:
         data[ENVIRON_KEY] = dict(os.environ)
         return data
 
-    get_preparation_data.dfl_perf_original = original  # type: ignore[attr-defined]
     return get_preparation_data
 
 
@@ -191,7 +190,6 @@ def _with_handoff(original: Any) -> Any:
             sys.stderr.write("dfl_perf: forkserver hand-over failed: %r\n" % (exc,))
         return original(fds)
 
-    connect_to_new_process.dfl_perf_original = original  # type: ignore[attr-defined]
     return connect_to_new_process
 
 
@@ -212,7 +210,5 @@ def patch_mp_module(module: Any, patcher: Any) -> None:
     patcher.replace(default, "_actual_context", multiprocessing.get_context("forkserver"))
     if server_pid() is None and hasattr(server, "_preload_modules"):
         patcher.replace(server, "_preload_modules", list(PRELOAD))
-    current = spawn.get_preparation_data
-    patcher.replace(spawn, "get_preparation_data", _with_environ(getattr(current, "dfl_perf_original", current)))
-    current = forkserver.connect_to_new_process
-    patcher.replace(forkserver, "connect_to_new_process", _with_handoff(getattr(current, "dfl_perf_original", current)))
+    patcher.wrap(spawn, "get_preparation_data", _with_environ)
+    patcher.wrap(forkserver, "connect_to_new_process", _with_handoff)

@@ -192,27 +192,23 @@ def _tell_once(reason: str) -> None:
 
 def patch_merger_class(module: Any, patcher: Any, config: Any) -> None:
     """Point ``FaceMergerWorker._merge_on_cpu`` at the fast merge (undone by ``patcher``)."""
-    cls = getattr(module, "FaceMergerWorker", None)
-    if cls is None or not callable(getattr(cls, "_merge_on_cpu", None)):
-        log.warning("dfl_perf: %s has no FaceMergerWorker._merge_on_cpu; fast merge not installed", module.__name__)
-        return
-    original = getattr(cls._merge_on_cpu, "dfl_perf_original", cls._merge_on_cpu)
     uint8_out = bool(config.merged_uint8)
 
-    def _merge_on_cpu(self, frame_image, face_resolution, face_align_img, face_align_mask_img,
-                      face_align_lmrks_mask_img, face_swap_img, face_swap_mask_img, aligned_to_source_uni_mat,
-                      frame_width, frame_height, do_color_compression):
-        try:
-            options = MergeOptions.from_state(self.get_state())
-            return merge_face(frame_image, face_resolution, face_align_img, face_align_mask_img,
-                              face_align_lmrks_mask_img, face_swap_img, face_swap_mask_img, aligned_to_source_uni_mat,
-                              frame_width, frame_height, bool(do_color_compression), options, uint8_out)
-        except NotCovered as exc:
-            _tell_once(str(exc))
-        return original(self, frame_image, face_resolution, face_align_img, face_align_mask_img,
-                        face_align_lmrks_mask_img, face_swap_img, face_swap_mask_img, aligned_to_source_uni_mat,
-                        frame_width, frame_height, do_color_compression)
+    def fast(original: Any) -> Any:
+        def _merge_on_cpu(self, frame_image, face_resolution, face_align_img, face_align_mask_img,
+                          face_align_lmrks_mask_img, face_swap_img, face_swap_mask_img, aligned_to_source_uni_mat,
+                          frame_width, frame_height, do_color_compression):
+            try:
+                options = MergeOptions.from_state(self.get_state())
+                return merge_face(frame_image, face_resolution, face_align_img, face_align_mask_img,
+                                  face_align_lmrks_mask_img, face_swap_img, face_swap_mask_img,
+                                  aligned_to_source_uni_mat, frame_width, frame_height, bool(do_color_compression),
+                                  options, uint8_out)
+            except NotCovered as exc:
+                _tell_once(str(exc))
+            return original(self, frame_image, face_resolution, face_align_img, face_align_mask_img,
+                            face_align_lmrks_mask_img, face_swap_img, face_swap_mask_img, aligned_to_source_uni_mat,
+                            frame_width, frame_height, do_color_compression)
+        return _merge_on_cpu
 
-    _merge_on_cpu.__doc__ = original.__doc__
-    _merge_on_cpu.dfl_perf_original = original  # type: ignore[attr-defined]
-    patcher.replace(cls, "_merge_on_cpu", _merge_on_cpu)
+    patcher.wrap_method(module, "FaceMergerWorker", "_merge_on_cpu", fast, "fast merge")
