@@ -1,3 +1,4 @@
+import time
 from pathlib import Path
 
 from modelhub import DFLive
@@ -5,6 +6,9 @@ from xlib import onnxruntime as lib_ort
 
 from ._stage import StageMixin
 from .BackendBase import BackendWorker
+
+
+LOAD_TIMEOUT_S = 120
 
 
 class FaceSwapDFMWorker(StageMixin, BackendWorker):
@@ -29,12 +33,15 @@ class FaceSwapDFMWorker(StageMixin, BackendWorker):
         if not chosen:
             raise RuntimeError("no model named like %r in %s" % (name, [str(m) for m in self.models]))
         initializer = DFLive.DFMModel_from_info(chosen[0], lib_ort.get_cpu_device_info())
-        while True:
+        deadline = time.monotonic() + LOAD_TIMEOUT_S
+        while time.monotonic() < deadline:
             events = initializer.process_events()
             if events.new_status_error:
                 raise RuntimeError(events.error)
             if events.new_status_initialized:
                 return events.dfm_model
+            time.sleep(0.005)  # DFL's UI asks once per tick
+        raise RuntimeError("model %r from %s not initialized within %d s" % (name, models_dir, LOAD_TIMEOUT_S))
 
     def process_bcd(self, bcd):
         state = self.get_state()
