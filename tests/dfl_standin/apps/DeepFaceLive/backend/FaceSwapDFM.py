@@ -7,7 +7,6 @@ from xlib import onnxruntime as lib_ort
 from ._stage import StageMixin
 from .BackendBase import BackendWorker
 
-
 LOAD_TIMEOUT_S = 120
 
 
