@@ -15,9 +15,9 @@ StreamOutput, all on the CPU. Variants, alternated within each repeat, each a fr
 - ``launched:--flag ...``: the launcher with some of its changes turned off, to attribute a gain.
 
 Per run: delivered FPS after a warm-up (from the output's arrival times), CPU ms per delivered frame
-per module (from /proc, warm-up excluded) and its minor page faults per frame, the whole app's peak summed PSS (every process of the app,
-read from /proc/PID/smaps_rollup each second over the run: shared pages split between the processes
-that map them), frames that reached the output without their merged or frame image, and the output
+per module (from /proc, warm-up excluded) and its minor page faults per frame, the whole app's peak
+summed PSS (every process of the app, read from /proc/PID/smaps_rollup each second over the run:
+shared pages split between the processes that map them), frames that reached the output without their merged or frame image, and the output
 frames themselves (a few saved per run, compared with plain's: the largest level difference).
 Medians of the repeats. ``--extras`` adds DFMModel.convert alone and a worker's import time.
 """

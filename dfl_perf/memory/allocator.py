@@ -4,8 +4,8 @@ glibc's malloc serves large blocks with ``mmap`` and gives freed memory back to 
 free space at the top of its heap passes a threshold that it adjusts as it goes. A frame loop that
 allocates and frees a few MB of arrays every frame (a merged frame, warped faces, masks, heap copies)
 then touches fresh pages every frame: each first touch is a page fault, kernel time counted in the
-process's CPU. In the stand-in DFL's launched FaceMerger at 640x480 that was about 1,600 faults and
-4 ms of kernel time a frame (benchmarks/RESULTS.md). ``retain_freed_memory`` fixes both thresholds
+process's CPU. In the stand-in DFL's launched FaceMerger at 640x480 that was 1,185 faults a frame
+(15 with this setting; benchmarks/RESULTS.md, bench_adapters.py with ``launched:--no-malloc-reuse``). ``retain_freed_memory`` fixes both thresholds
 (blocks below ``mmap_threshold`` come from the heap; up to ``trim_threshold`` of free heap top stays
 mapped), so a frame's arrays reuse the previous frame's pages. The process keeps at most
 ``trim_threshold`` more memory than it uses at the moment.

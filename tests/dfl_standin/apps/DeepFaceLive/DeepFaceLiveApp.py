@@ -35,7 +35,7 @@ PIPELINE = ("FileSource", "FaceDetector", "FaceMarker", "FaceAligner", "FaceSwap
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def _cpu_seconds(pid):
+def _cpu_and_faults(pid):
     """(utime + stime in seconds, minor page faults) of a process from /proc (None when unreadable)."""
     try:
         with open("/proc/%d/stat" % pid) as f:
@@ -134,7 +134,7 @@ class _Messages:
         self.cpu_marks = []
 
     def _mark_cpu(self):
-        self.cpu_marks.append({name: _cpu_seconds(p.pid) for name, p in self.procs.items()})
+        self.cpu_marks.append({name: _cpu_and_faults(p.pid) for name, p in self.procs.items()})
 
     def _handle(self, timeout):
         try:
